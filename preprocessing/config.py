@@ -1,0 +1,222 @@
+"""Structured config of `fyc-preprocess`: the schema (dataclasses) and semantic validation.
+
+The dataclasses are registered in Hydra's ConfigStore as `preprocess_schema` and used as the
+first default of `conf/preprocess.yaml`, so a typo'd key (`input.manifset=...`) fails inside
+Hydra with a message naming the key, before any work starts. `validate()` then checks the
+values (sizes, paths, choices) and names the key plus the allowed values in each error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+INPUT_FORMATS = ("auto", "csv", "jsonl", "parquet", "webvid", "folder")
+FLOW_MODELS = ("raft_small", "raft_large")
+MASK_DEFINITIONS = ("robust", "paper")
+PROMPT_EXTRACTORS = ("builtin", "llm")
+URL_SCHEMES = ("http", "https")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and what is allowed."""
+
+
+@dataclass
+class InputConfig:
+    manifest: Optional[str] = None
+    dir: Optional[str] = None
+    format: str = "auto"
+    video_root: Optional[str] = None
+    allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
+    fetch_timeout_s: float = 30.0
+    max_bytes: int = 512 * 1024 * 1024
+    max_caption_chars: int = 2000
+
+
+@dataclass
+class OutputConfig:
+    dir: str = MISSING
+
+
+@dataclass
+class ClipConfig:
+    num_frames: int = 16
+    stride: int = 4
+    size: list[int] = field(default_factory=lambda: [256, 256])
+
+
+@dataclass
+class FlowConfig:
+    model: str = "raft_small"
+    weights: str = "default"
+    num_updates: int = 12
+    size: int = 256
+    mask: str = "robust"
+    batch_size: int = 8
+
+
+@dataclass
+class LLMConfig:
+    url: str = "http://127.0.0.1:8000/v1/chat/completions"
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "OPENAI_API_KEY"
+    batch_size: int = 8
+    timeout_s: float = 60.0
+    retries: int = 2
+    cache: Optional[str] = None
+
+
+@dataclass
+class PromptConfig:
+    extractor: str = "builtin"
+    require_motion: bool = True
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+@dataclass
+class FilterConfig:
+    min_magnitude: float = 0.0
+    max_magnitude: Optional[float] = None
+    min_source_frames: int = 0
+    min_resolution: int = 0
+
+
+@dataclass
+class ShardConfig:
+    max_samples: int = 1000
+
+
+@dataclass
+class DecodeConfig:
+    timeout_s: float = 60.0
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    flow_actors: int = 1
+    flow_gpus_per_actor: float = 1.0
+    log_to_driver: bool = False
+
+
+@dataclass
+class PreprocessConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    retry_errors: bool = False
+    limit: Optional[int] = None
+    report_thumbnails: int = 12
+
+
+def register_schema() -> None:
+    """Register the schema so `defaults: [preprocess_schema]` in conf/preprocess.yaml finds it."""
+    ConfigStore.instance().store(name="preprocess_schema", node=PreprocessConfig)
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(key, value, f"allowed values are {', '.join(choices)}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or value <= 0:
+        _fail(key, value, "must be a number > 0")
+
+
+def validate(cfg: DictConfig | PreprocessConfig) -> None:
+    """Check values the schema cannot express; raise ConfigError naming the key."""
+    c = cfg
+    if (c.input.manifest is None) == (c.input.dir is None):
+        raise ConfigError(
+            "set exactly one of input.manifest (a CSV/JSONL/Parquet file) or input.dir "
+            f"(a folder of videos with <stem>.txt captions); got input.manifest={c.input.manifest!r}, "
+            f"input.dir={c.input.dir!r}"
+        )
+    _choice("input.format", c.input.format, INPUT_FORMATS)
+    if c.input.manifest is not None:
+        if not Path(c.input.manifest).is_file():
+            _fail("input.manifest", c.input.manifest, "file does not exist")
+        if c.input.format == "folder":
+            _fail("input.format", c.input.format, "'folder' needs input.dir, not input.manifest")
+    if c.input.dir is not None:
+        if not Path(c.input.dir).is_dir():
+            _fail("input.dir", c.input.dir, "folder does not exist")
+        if c.input.format not in ("auto", "folder"):
+            _fail("input.format", c.input.format, "with input.dir use auto or folder")
+    if c.input.video_root is not None and not Path(c.input.video_root).is_dir():
+        _fail("input.video_root", c.input.video_root, "folder does not exist")
+    for scheme in c.input.allowed_schemes:
+        _choice("input.allowed_schemes", scheme, URL_SCHEMES)
+    _positive("input.fetch_timeout_s", c.input.fetch_timeout_s)
+    _positive("input.max_bytes", c.input.max_bytes)
+    _positive("input.max_caption_chars", c.input.max_caption_chars)
+
+    if not c.output.dir:
+        _fail("output.dir", c.output.dir, "set a folder for shards and manifest")
+    if c.clip.num_frames < 2:
+        _fail("clip.num_frames", c.clip.num_frames, "need at least 2 frames (flow uses pairs)")
+    _positive("clip.stride", c.clip.stride)
+    size = list(c.clip.size)
+    if len(size) != 2 or any((not isinstance(s, int)) or s <= 0 or s % 8 for s in size):
+        _fail("clip.size", size, "must be [H, W], positive integers divisible by 8")
+
+    _choice("flow.model", c.flow.model, FLOW_MODELS)
+    _choice("flow.mask", c.flow.mask, MASK_DEFINITIONS)
+    if c.flow.weights != "default" and not Path(c.flow.weights).is_file():
+        _fail("flow.weights", c.flow.weights, "'default' (torchvision's cache) or an existing checkpoint file")
+    if c.flow.size < 128 or c.flow.size % 8:
+        _fail("flow.size", c.flow.size, "RAFT needs a size >= 128 and divisible by 8")
+    _positive("flow.num_updates", c.flow.num_updates)
+    _positive("flow.batch_size", c.flow.batch_size)
+
+    _choice("prompt.extractor", c.prompt.extractor, PROMPT_EXTRACTORS)
+    if c.prompt.extractor == "llm":
+        if not str(c.prompt.llm.url).startswith(("http://", "https://")):
+            _fail("prompt.llm.url", c.prompt.llm.url, "an http(s) URL of a /v1/chat/completions endpoint")
+        _positive("prompt.llm.batch_size", c.prompt.llm.batch_size)
+        _positive("prompt.llm.timeout_s", c.prompt.llm.timeout_s)
+
+    if c.filter.min_magnitude < 0:
+        _fail("filter.min_magnitude", c.filter.min_magnitude, "must be >= 0")
+    if c.filter.max_magnitude is not None and c.filter.max_magnitude < c.filter.min_magnitude:
+        _fail("filter.max_magnitude", c.filter.max_magnitude, "must be >= filter.min_magnitude (or null)")
+    if c.filter.min_source_frames < 0:
+        _fail("filter.min_source_frames", c.filter.min_source_frames, "must be >= 0")
+    if c.filter.min_resolution < 0:
+        _fail("filter.min_resolution", c.filter.min_resolution, "must be >= 0")
+    _positive("shard.max_samples", c.shard.max_samples)
+    _positive("decode.timeout_s", c.decode.timeout_s)
+    if c.ray.num_cpus is not None:
+        _positive("ray.num_cpus", c.ray.num_cpus)
+    _positive("ray.flow_actors", c.ray.flow_actors)
+    if c.ray.flow_gpus_per_actor < 0:
+        _fail("ray.flow_gpus_per_actor", c.ray.flow_gpus_per_actor, "must be >= 0")
+    if c.limit is not None and c.limit <= 0:
+        _fail("limit", c.limit, "a positive number of rows, or null for all")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Plain dict of the resolved config (for stats.json, Ray tasks)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def default_num_cpus() -> int:
+    return max(1, os.cpu_count() or 1)
