@@ -1,0 +1,1 @@
+"""Training utilities: run directory, logging helpers, small schema-correct test shards."""
