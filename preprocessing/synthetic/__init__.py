@@ -1,0 +1,1 @@
+"""Synthetic corpora made by the project (MovingShapes): see `moving_shapes.py`."""
