@@ -33,7 +33,7 @@ SPEEDS = (0.5, 2.0)
 # An extractor written independently of the generator: the first direction word in the caption.
 _DIRECTION_WORDS = {"left": "left", "leftward": "left", "right": "right", "rightward": "right", "up": "up",
                     "upward": "up", "upwards": "up", "top": "up", "down": "down", "downward": "down",
-                    "downwards": "down", "bottom": "down"}
+                    "downwards": "down", "bottom": "down", "leftwards": "left", "rightwards": "right"}
 _DIRECTION_RE = re.compile(r"\b(" + "|".join(_DIRECTION_WORDS) + r")\b")
 
 
@@ -151,9 +151,26 @@ def test_captions_state_the_direction_and_vary():
         assert direction_in(caption) == spec.objects[0].direction, caption
         captions.append(caption)
         verbs.update(w for w in caption.lower().split() if w in {"slides", "moves", "drifts", "glides",
-                                                                 "travels", "rolls", "shifts", "floats"})
+                                                                 "travels", "rolls", "floats"})
     assert len(set(captions)) == len(captions)
     assert len(verbs) >= 6
+
+
+def test_project_extractor_reads_the_direction_from_every_caption():
+    # The built-in prompt extractor of fyc-preprocess must recover "<verb> <direction>" from
+    # every MovingShapes caption and find no motion in static ones.
+    from preprocessing.prompts.builtin import extract_motion
+
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        spec = sample_scene(rng, SIZE, FRAMES, SPEEDS, static=i % 10 == 0)
+        caption = describe_scene(spec, rng)
+        prompt = extract_motion(caption)
+        direction = spec.objects[0].direction
+        if direction is None:
+            assert prompt is None, caption
+        else:
+            assert prompt is not None and prompt.split()[-1] == direction, (prompt, caption)
 
 
 def test_static_scenes_have_captions_without_motion(tmp_path):

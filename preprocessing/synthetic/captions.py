@@ -2,8 +2,8 @@
 
 Captions vary verbs, direction phrases, speed adverbs and sentence structure, like real
 captions do, while keeping one property the pipeline relies on: the direction of the target
-object is stated with a plain direction word (left/right/up/down, leftward, towards the
-top, ...) and nothing else in the caption uses such words, so a rule-based extractor recovers
+object is stated with a plain direction word right after the verb (left/right/up/down, leftward,
+"to the left", ...) and nothing else in the caption uses such words, so a rule-based extractor recovers
 it ("A red disc slides to the left ..." -> "slide left"). The target object is always the
 first moving object mentioned.
 """
@@ -14,22 +14,26 @@ import numpy as np
 
 from preprocessing.synthetic.render import BACKGROUND_KINDS, SceneSpec, ShapeObject
 
-MOTION_VERBS = ("slides", "moves", "drifts", "glides", "travels", "shifts", "floats")
+MOTION_VERBS = ("slides", "moves", "drifts", "glides", "travels", "floats")
 ROUND_ONLY_VERBS = ("rolls",)  # only for shapes that can roll
 ROUND_SHAPES = ("disc", "ring")
+# Plain direction words right after the verb; no "towards the top" or negations ("does not
+# move"): rule-based extractors (ours included) read those as a different direction or as motion.
 DIRECTION_PHRASES: dict[str, tuple[str, ...]] = {
-    "left": ("to the left", "left", "leftward", "towards the left"),
-    "right": ("to the right", "right", "rightward", "towards the right"),
-    "up": ("up", "upward", "upwards", "towards the top"),
-    "down": ("down", "downward", "downwards", "towards the bottom"),
+    "left": ("to the left", "left", "leftward", "leftwards"),
+    "right": ("to the right", "right", "rightward", "rightwards"),
+    "up": ("up", "upward", "upwards"),
+    "down": ("down", "downward", "downwards"),
 }
+# Caption nouns for shapes whose name is also a motion verb ("a cross" vs "cross the road").
+SHAPE_NOUNS = {"plus": "plus sign"}
 SLOW_ADVERBS = ("slowly", "gently", "lazily")
 FAST_ADVERBS = ("quickly", "rapidly", "swiftly")
 MEDIUM_ADVERBS = ("", "", "steadily")
 SLOW_BELOW, FAST_ABOVE = 1.2, 2.2  # px per native frame
 
-STILL_SINGULAR = ("stays still", "stays put", "sits motionless", "does not move", "remains still")
-STILL_PLURAL = ("stay still", "stay put", "sit motionless", "do not move", "remain still")
+STILL_SINGULAR = ("stays still", "stays put", "sits motionless", "remains still", "stays in place")
+STILL_PLURAL = ("stay still", "stay put", "sit motionless", "remain still", "stay in place")
 STATIC_SCENE_VERBS = ("sits", "rests", "lies")
 STATIC_SCENE_VERBS_PLURAL = ("sit", "rest", "lie")
 
@@ -43,7 +47,7 @@ def _article(word: str) -> str:
 
 
 def noun_phrase(obj: ShapeObject) -> str:
-    words = f"{obj.color_name} {obj.shape}"
+    words = f"{obj.color_name} {SHAPE_NOUNS.get(obj.shape, obj.shape)}"
     return f"{_article(words)} {words}"
 
 

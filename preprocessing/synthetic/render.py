@@ -10,7 +10,7 @@ anti-aliased, sub-pixel-positioned primitives deterministically into arrays (PIL
 pixel grid, which would make "speed * t" only approximately true).
 
 The train / held-out split of colours and shapes (see `datasets/moving_shapes.md`):
-- train shapes: disc, square, triangle, cross, ring; held-out shapes: diamond, hexagon, pentagon
+- train shapes: disc, square, triangle, plus, ring; held-out shapes: diamond, hexagon, pentagon
 - train colours: red, orange, yellow, green, cyan, blue, purple, white;
   held-out colours: pink, lime, teal, brown, magenta
 """
@@ -27,7 +27,7 @@ import numpy as np
 
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 
-TRAIN_SHAPES = ("disc", "square", "triangle", "cross", "ring")
+TRAIN_SHAPES = ("disc", "square", "triangle", "plus", "ring")
 HELD_OUT_SHAPES = ("diamond", "hexagon", "pentagon")
 
 TRAIN_COLORS: dict[str, tuple[int, int, int]] = {
@@ -161,7 +161,7 @@ def shape_sdf(shape: str, px: np.ndarray, py: np.ndarray, size: float) -> np.nda
         return _polygon_sdf(px, py, 5, size * 1.1)
     if shape == "hexagon":
         return _polygon_sdf(px, py, 6, size * 1.05)
-    if shape == "cross":
+    if shape == "plus":
         arm = size * 0.38
         return np.minimum(_box_sdf(px, py, size, arm), _box_sdf(px, py, arm, size))
     if shape == "ring":
