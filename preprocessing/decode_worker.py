@@ -1,0 +1,162 @@
+"""Child-process side of clip decoding: decord runs here, never in the job's own process.
+
+Why a separate process: decord's native code can hang while holding the GIL (decord issues 269,
+363, 373) and leaks memory over many files (157, 208). A thread cannot be interrupted in that
+state, a process can be killed. `DecodeStep` (preprocessing/steps/decode.py) starts `serve` in a
+fresh interpreter (`python -m preprocessing.decode_worker FD`: no decord state is ever inherited
+through fork), sends one request per row
+and kills + restarts the worker when a request exceeds its timeout.
+
+Everything in this module except `serve`'s loop is a plain function so it can be tested
+in-process too.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import traceback
+from typing import Any
+
+import numpy as np
+
+
+def clip_indices(num_source_frames: int, num_frames: int, stride: int, start: str) -> list[int]:
+    """Deterministic frame indices `start + stride * i`; raises ValueError if the video is short.
+
+    start="center": the window is centred in the video (skips intros/outros, same clip every
+    run); start="begin": from frame 0.
+    """
+    needed = stride * (num_frames - 1) + 1
+    if num_source_frames < needed:
+        raise ValueError(f"too_short: {num_source_frames} frames < needed {needed}")
+    if start == "center":
+        first = (num_source_frames - needed) // 2
+    elif start == "begin":
+        first = 0
+    else:
+        raise ValueError(f"clip start must be 'center' or 'begin', got {start!r}")
+    return [first + stride * i for i in range(num_frames)]
+
+
+def resize_center_crop(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Aspect-preserving resize so the frame covers `size` (H, W), then a centre crop."""
+    import cv2
+
+    target_h, target_w = size
+    src_h, src_w = frame.shape[:2]
+    scale = max(target_h / src_h, target_w / src_w)
+    new_h, new_w = max(target_h, round(src_h * scale)), max(target_w, round(src_w * scale))
+    if (new_h, new_w) != (src_h, src_w):
+        # INTER_AREA avoids aliasing when shrinking 1080p; linear when upscaling tiny sources.
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
+    top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+    return np.ascontiguousarray(frame[top : top + target_h, left : left + target_w])
+
+
+def decode_clip(
+    path: str,
+    num_frames: int,
+    stride: int,
+    size: tuple[int, int],
+    start: str = "center",
+    threads: int = 1,
+    chunk: int = 4,
+) -> dict[str, Any]:
+    """Decode only the sampled frames of `path`, resized + centre-cropped to `size`.
+
+    Returns {"status": "ok", frames, fps, frame_indices, num_source_frames, source_height,
+    source_width} or {"status": "filtered"/"error", "reason": ...}. Frames are decoded `chunk`
+    at a time so at most `chunk` full-resolution frames are alive (bounded memory on 1080p/4K).
+    """
+    import decord
+
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+        num_source = len(reader)
+        fps = float(reader.get_avg_fps())
+    except Exception as exc:  # decord raises RuntimeError / DECORDError on unreadable input
+        return {"status": "error", "reason": f"decode_error: {_one_line(exc)}"}
+    try:
+        indices = clip_indices(num_source, num_frames, stride, start)
+    except ValueError as exc:
+        return {"status": "filtered", "reason": str(exc)}
+    frames = np.empty((num_frames, size[0], size[1], 3), dtype=np.uint8)
+    source_hw = (0, 0)
+    try:
+        for lo in range(0, num_frames, chunk):
+            batch = reader.get_batch(indices[lo : lo + chunk]).asnumpy()
+            if batch.ndim != 4 or batch.shape[0] != len(indices[lo : lo + chunk]):
+                raise RuntimeError(f"got {batch.shape[0]} frames for indices {indices[lo:lo + chunk]}")
+            source_hw = batch.shape[1:3]
+            for j, frame in enumerate(batch):
+                frames[lo + j] = resize_center_crop(frame, size)
+            del batch
+    except Exception as exc:  # truncated files: the container claims more frames than exist
+        return {
+            "status": "error",
+            "reason": f"decode_error: {_one_line(exc)} (container reports {num_source} frames)",
+        }
+    return {
+        "status": "ok",
+        "frames": frames,
+        "fps": fps,
+        "frame_indices": indices,
+        "num_source_frames": num_source,
+        "source_height": int(source_hw[0]),
+        "source_width": int(source_hw[1]),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def serve(conn: Any) -> None:
+    """Worker loop: receive decode kwargs, send back the result dict; None stops the loop."""
+    import decord  # noqa: F401  (import cost paid at start-up, not inside the first timeout)
+
+    conn.send("ready")
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        try:
+            result = decode_clip(**request)
+        except Exception as exc:  # a bug must not kill the worker silently
+            result = {
+                "status": "error",
+                "reason": f"decode_error: {_one_line(exc)}",
+                "traceback": traceback.format_exc(),
+            }
+        result["decode_peak_rss_mb"] = peak_rss_mb()
+        conn.send(result)
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, so a hung worker never outlives the job."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    from multiprocessing.connection import Connection
+
+    _die_with_parent()
+    serve(Connection(int(sys.argv[1])))
