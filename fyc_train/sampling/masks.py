@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
@@ -108,17 +106,3 @@ def box_to_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:
 def union(masks: Sequence[np.ndarray]) -> np.ndarray:
     """Several objects animated together with one prompt: their union."""
     return np.logical_or.reduce([np.asarray(m, dtype=bool) for m in masks])
-
-
-def to_latent_mask(mask: torch.Tensor | np.ndarray, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """(…, H, W) mask -> float {0,1} (…, h, w) by max-pooling (any moving pixel in a latent
-    cell marks the cell), so thin objects do not vanish as they can with nearest resizing."""
-    t = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).float()
-    lead = t.shape[:-2]
-    t = t.reshape(-1, 1, *t.shape[-2:])
-    h, w = latent_hw
-    if t.shape[-2] % h == 0 and t.shape[-1] % w == 0:
-        out = F.max_pool2d(t, kernel_size=(t.shape[-2] // h, t.shape[-1] // w))
-    else:  # non-integer ratio: adaptive pooling is the same max over each cell
-        out = F.adaptive_max_pool2d(t, (h, w))
-    return (out > 0.5).float().reshape(*lead, h, w)

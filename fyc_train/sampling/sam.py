@@ -64,15 +64,14 @@ def build_tiny_sam(checkpoint: None = None) -> Sam:
 SAM_BUILDERS: dict[str, Callable[..., Sam]] = {**sam_model_registry, "tiny": build_tiny_sam}
 
 
-def missing_checkpoint_message(model_type: str = "vit_b") -> str:
+def missing_checkpoint_message() -> str:
     urls = "\n".join(f"  {k}: {v}" for k, v in SAM_DOWNLOADS.items())
     return (
         "Clicks need a Segment Anything checkpoint, and none is configured.\n"
         "Download one (vit_b is the smallest, 375 MB; vit_h the best, 2.6 GB):\n"
         f"{urls}\n"
         "then pass sam.checkpoint=/path/to/sam_vit_b_01ec64.pth "
-        f"(and sam.model_type=vit_b|vit_l|vit_h, default {model_type}; 'auto' reads it from "
-        "the file).\nWithout SAM, give the region directly: mask=PATH.png (white = moves) or "
+        "(sam.model_type=auto, the default, reads vit_b / vit_l / vit_h from the file).\nWithout SAM, give the region directly: mask=PATH.png (white = moves) or "
         "box=[x0,y0,x1,y1] (the box itself is used as the mask)."
     )
 

@@ -1,0 +1,185 @@
+"""fyc-sample: image + click(s) / mask / box + short motion prompt -> video + contact sheet.
+
+All user input is checked (files, clicks, mask sizes, checkpoint format, speed) before the
+model is loaded, so a typo costs seconds, not a model load.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from fyc_train.sampling.checkpoint_loading import detect_format, load_for_sampling
+from fyc_train.sampling.contact_sheet import save_contact_sheet
+from fyc_train.sampling.masks import (
+    SamplingInputError, box_to_mask, check_box, check_points, fit_mask_to_image, load_image,
+    load_mask_png, union,
+)
+from fyc_train.sampling.pipeline import FYCPipeline
+from fyc_train.sampling.speed import SPEED_QUANTILES, resolve_magnitude
+from fyc_train.sampling.video_io import check_output_path, write_video
+
+log = logging.getLogger("fyc-sample")
+
+
+@dataclass
+class Request:
+    """A validated sampling request: everything a model run needs, at the input's size."""
+    image: Image.Image
+    masks: np.ndarray  # bool (R, H, W)
+    prompts: list[str]
+    output: Path
+
+
+def _plain(x: Any) -> Any:
+    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
+
+
+def _as_list(x: Any) -> list | None:
+    x = _plain(x)
+    return None if x is None else (x if isinstance(x, list) else [x])
+
+
+def _clicks(cfg: DictConfig) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if cfg.click is not None and cfg.clicks is not None:
+        raise SamplingInputError("give click=[x,y] or clicks=[[x,y],...], not both.")
+    raw = _plain(cfg.clicks if cfg.clicks is not None else cfg.click)
+    if raw is None:
+        return None, None
+    points = np.asarray(raw, dtype=np.float64).reshape(-1, 2)
+    labels = _as_list(cfg.labels)
+    labels = np.ones(len(points), dtype=np.int64) if labels is None else np.asarray(labels)
+    if labels.shape != (len(points),) or not np.isin(labels, (0, 1)).all():
+        raise SamplingInputError(f"labels={labels.tolist()}: need one 1 (object) or 0 (not the object) per click ({len(points)} clicks).")
+    return points, labels
+
+
+def regions_from_config(cfg: DictConfig, image: Image.Image) -> np.ndarray:
+    """mask= / click(s)= / box= -> bool (R, H, W) at the image size."""
+    w, h = image.size
+    points, labels = _clicks(cfg)
+    box = _plain(cfg.box)
+    given = [name for name, v in (("mask", cfg.mask), ("click", points), ("box", box)) if v is not None]
+    if not given:
+        raise SamplingInputError("say what moves: mask=PATH.png, click=[x,y] (with sam.checkpoint=...) or box=[x0,y0,x1,y1].")
+    if cfg.mask is not None:
+        if len(given) > 1:
+            raise SamplingInputError(f"give mask= alone, not together with {given[1:]}.")
+        paths = _as_list(cfg.mask)
+        return np.stack([fit_mask_to_image(load_mask_png(p), h, w, f"mask={p}") for p in paths])
+    if points is not None:
+        check_points(points, h, w)  # before loading SAM
+    if box is not None:
+        check_box(box, h, w)
+    if points is None and not cfg.sam.checkpoint:
+        log.warning("no sam.checkpoint: using box=%s itself as the mask", box)
+        return box_to_mask(box, h, w)[None]
+    from fyc_train.sampling.sam import ClickSegmenter, load_sam  # SAM only when clicks need it
+
+    segmenter = ClickSegmenter(load_sam(cfg.sam.checkpoint, cfg.sam.model_type), cfg.sam.device)
+    rgb = np.asarray(image)
+    if cfg.click_mode == "per_click" and points is not None:
+        negatives = points[labels == 0]
+        groups = [np.concatenate([p[None], negatives]) for p in points[labels == 1]]
+        group_labels = [np.array([1] + [0] * len(negatives)) for _ in groups]
+    elif cfg.click_mode in ("object", "per_click"):
+        groups, group_labels = [points], [labels]
+    else:
+        raise SamplingInputError(f"click_mode={cfg.click_mode}: use object or per_click.")
+    masks = [
+        fit_mask_to_image(segmenter.segment(rgb, g, gl, box), h, w, "SAM mask (click elsewhere)")
+        for g, gl in zip(groups, group_labels)
+    ]
+    return np.stack(masks)
+
+
+def build_request(cfg: DictConfig) -> Request:
+    """Check every user input; raise SamplingInputError/ValueError naming the culprit."""
+    output = check_output_path(cfg.output)
+    detect_format(cfg.checkpoint)
+    if cfg.speed is not None and cfg.speed not in SPEED_QUANTILES:
+        raise ValueError(f"speed={cfg.speed}: choose slow, medium or fast (or set magnitude=).")
+    if int(cfg.steps) < 1 or (cfg.num_frames is not None and int(cfg.num_frames) < 1):
+        raise ValueError("steps and num_frames must be positive integers.")
+    image = load_image(cfg.image)
+    masks = regions_from_config(cfg, image)
+    prompts = [str(p) for p in _as_list(cfg.prompt)]
+    if len(prompts) > 1 and len(prompts) != len(masks):
+        raise SamplingInputError(
+            f"{len(prompts)} prompts for {len(masks)} regions: give one prompt (all regions move "
+            "together) or one per region (mask=[a.png,b.png] or click_mode=per_click)."
+        )
+    if len(prompts) == 1 and len(masks) > 1:
+        masks = union(masks)[None]
+    return Request(image=image, masks=masks, prompts=prompts, output=output)
+
+
+def resize_request(req: Request, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:
+    """Image (bicubic) and masks (nearest) to the sampling size (H, W)."""
+    h, w = size
+    if req.image.size == (w, h):
+        return req.image, req.masks
+    log.info("resizing input %dx%d -> %dx%d", *req.image.size, w, h)
+    img = req.image.resize((w, h), Image.Resampling.BICUBIC)
+    masks = np.stack([
+        np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST)) > 127
+        for m in req.masks
+    ])
+    for i, m in enumerate(masks):
+        fit_mask_to_image(m, h, w, f"region {i} after resizing to {w}x{h}")
+    return img, masks
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run(cfg: DictConfig) -> Path:
+    req = build_request(cfg)
+    device = _device(cfg.device)
+    loaded = load_for_sampling(cfg.checkpoint, use_ema=cfg.use_ema, device=device,
+                               dtype=getattr(torch, cfg.dtype))
+    magnitude = resolve_magnitude(cfg.magnitude, cfg.speed, loaded.magnitude_quantiles)
+    size = tuple(_plain(cfg.size)) if cfg.size is not None else loaded.sample_size(req.image.size[::-1])
+    image, masks = resize_request(req, size)
+    pipe = FYCPipeline(
+        loaded.model, loaded.scheduler(), prompt_in_spatial=cfg.prompt_in_spatial,
+        impose_first_frame=cfg.impose_first_frame, layout=loaded.layout,
+        default_num_frames=loaded.num_frames, fps=loaded.fps,
+    )
+    frames = pipe(
+        image, masks, req.prompts if len(req.prompts) > 1 else req.prompts[0],
+        caption=cfg.caption, magnitude=magnitude, num_frames=cfg.num_frames, steps=cfg.steps,
+        guidance=cfg.guidance, guidance_rescale=cfg.guidance_rescale, seed=cfg.seed,
+    )
+    write_video(frames, req.output, fps=cfg.fps)
+    log.info("wrote %s (%d frames, %dx%d)", req.output, *frames.shape[:3])
+    if cfg.contact_sheet:
+        sheet = req.output.with_name(req.output.stem + "_sheet.png")
+        save_contact_sheet(
+            sheet, image=np.asarray(image), mask=masks.any(0), frames=frames,
+            lines=[f"prompt: {' | '.join(req.prompts)}", f"caption: {cfg.caption or ''}",
+                   f"magnitude: {magnitude:.3g}" + (f" (speed={cfg.speed})" if cfg.speed and cfg.magnitude is None else ""),
+                   f"seed {cfg.seed}, {cfg.steps} steps, guidance {cfg.guidance}",
+                   f"checkpoint: {Path(str(cfg.checkpoint)).name}"],
+        )
+        log.info("wrote %s", sheet)
+    return req.output
+
+
+@hydra.main(config_path="../../conf", config_name="sample", version_base=None)
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except (SamplingInputError, ValueError, FileNotFoundError) as err:
+        log.error("%s", err)
+        raise SystemExit(2) from err
