@@ -78,7 +78,7 @@ def _seeded_shuffle(src, bufsize: int, initial: int, seed: int):
 
 
 def magnitude_quantiles(urls: Sequence[str], max_samples: int = 10000,
-                        qs: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 0.9)) -> dict[str, float]:
+                        qs: Sequence[float] = (0.0, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 1.0)) -> dict[str, float]:
     """Quantiles of json `magnitude` over local shards (read json members only, no video).
 
     Saved in the checkpoint so sampling can map speed=slow|medium|fast to magnitudes that the
@@ -101,7 +101,8 @@ def magnitude_quantiles(urls: Sequence[str], max_samples: int = 10000,
             log.warning("magnitude scan of %s stopped early: %s", url, exc)
     if not values:
         return {}
-    return {f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in qs}
+    # keys are the quantile levels as strings ("0.5"): what fyc_train.sampling.speed reads
+    return {str(float(q)): float(np.quantile(values, q)) for q in qs}
 
 
 class FYCDataModule(pl.LightningDataModule):

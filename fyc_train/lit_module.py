@@ -1,0 +1,233 @@
+"""FYCLitModule: the Follow-Your-Click training objective in one readable LightningModule.
+
+One step (FYC_METHOD.md):
+  video -> frozen autoencoder -> latents z (B, C, F, h, w)            (or precomputed latents)
+  first-frame latent z0 = z[:, :, 0], randomly masked (ratio R), dropped to zeros with p_image
+  region mask (mask.png) -> latent size (nearest or max-pool)
+  t ~ U{0..T-1}, noise ~ N(0, I), z_t = scheduler.add_noise(z, noise, t)
+  U-Net input = [z_t | mask | z0] (9 ch for SD), caption -> spatial cross-attention,
+  short motion prompt -> MA cross-attention, magnitude -> timestep embedding
+  loss = MSE(pred, v or eps), optionally min-SNR weighted in the v-prediction form.
+
+Noise schedule: diffusers DDPMScheduler, 1000 steps, betas 0.00085..0.012, beta_schedule
+"linear" (AnimateDiff's training config, on which the released FYC code is built: "rescaled
+linear" in the paper = linear betas rescaled to zero terminal SNR), rescale_betas_zero_snr=True,
+v-prediction. "scaled_linear" (SD1.5's own schedule) and epsilon are options.
+
+Randomness of a step (timesteps, noise, CFG dropout, first-frame masking) comes from a
+generator seeded by (seed, global_step, rank): a resumed run draws exactly what an
+uninterrupted one would (global RNG state is not in Lightning checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+
+from fyc_train.models.first_frame import assemble_input, mask_first_latent, resize_mask
+
+log = logging.getLogger(__name__)
+
+LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear", "cosine_with_restarts", "polynomial")
+
+
+class FYCLitModule(pl.LightningModule):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        # noise schedule and objective
+        prediction_type: Literal["v_prediction", "epsilon"] = "v_prediction",
+        beta_schedule: Literal["linear", "scaled_linear"] = "linear",
+        beta_start: float = 0.00085,
+        beta_end: float = 0.012,
+        zero_terminal_snr: bool = True,
+        num_train_timesteps: int = 1000,
+        min_snr_gamma: float | None = None,
+        # conditioning
+        caption_dropout: float = 0.1,
+        motion_prompt_dropout: float = 0.1,
+        first_frame_dropout: float = 0.05,
+        first_frame_mask_ratio: float | list[float] = 0.7,
+        mask_resize: Literal["nearest", "max"] = "max",
+        channel_order: Literal["noisy_mask_first", "noisy_first_mask"] = "noisy_mask_first",
+        mask_frames: Literal["first", "all"] = "all",
+        first_frame_frames: Literal["first", "all"] = "first",
+        condition_on_stride: bool = False,
+        # optimisation
+        lr: float = 1e-4,
+        weight_decay: float = 1e-2,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        lr_schedule: Literal[LR_SCHEDULES] = "constant_with_warmup",  # type: ignore[valid-type]
+        warmup_steps: int = 0,
+        gradient_checkpointing: bool = False,
+        # checkpoints
+        save_frozen_weights: bool = True,
+        init_from: str | None = None,
+        seed: int = 0,
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
+            beta_schedule=beta_schedule, rescale_betas_zero_snr=zero_terminal_snr,
+            prediction_type=prediction_type, timestep_spacing="trailing", clip_sample=False,
+        )
+        self.register_buffer("alphas_cumprod", self.noise_scheduler.alphas_cumprod.clone(), persistent=False)
+        self.nonfinite_steps = 0
+        if gradient_checkpointing and hasattr(model.unet, "enable_gradient_checkpointing"):
+            model.unet.enable_gradient_checkpointing()
+        if init_from:
+            self.load_weights_from(init_from)
+
+    # ---- parameters -------------------------------------------------------------------
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer and EMA see: the model's own requires_grad choice (stage recipes)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def load_weights_from(self, path: str) -> None:
+        """Initialise from another run's checkpoint (stage 1 -> stage 2): weights only, no
+        optimizer state; new layers (the MA module) keep their zero-initialised values."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        result = self.load_state_dict(state, strict=False)
+        log.info("init_from %s: %d missing keys (new layers), %d unexpected keys",
+                 path, len(result.missing_keys), len(result.unexpected_keys))
+        if result.unexpected_keys:
+            log.warning("init_from %s: ignored keys not in this model, e.g. %s", path, result.unexpected_keys[:5])
+
+    # ---- one diffusion step -------------------------------------------------------------
+    def step_generator(self, salt: int = 0) -> torch.Generator:
+        seed = (self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank * 104_729 + salt) % (2**63)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @torch.no_grad()
+    def encode_video(self, batch: dict[str, Any]) -> torch.Tensor:
+        """(B, C, F, h, w) latents: precomputed from the shard, or the frozen autoencoder now."""
+        if "latents" in batch:
+            return batch["latents"].to(self.device)
+        video = batch["video"]  # (B, F, 3, H, W) in [-1, 1]
+        b, f = video.shape[:2]
+        latents = self.model.autoencoder.encode(video.flatten(0, 1))  # (B*F, C, h, w)
+        return latents.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).float()
+
+    def drop(self, texts: Sequence[str], p: float, gen: torch.Generator) -> list[str]:
+        keep = torch.rand(len(texts), generator=gen, device=gen.device) >= p
+        return [t if k else "" for t, k in zip(texts, keep.tolist())]
+
+    def compute_loss(self, batch: dict[str, Any], gen: torch.Generator, train: bool) -> torch.Tensor:
+        hp = self.hparams
+        latents = self.encode_video(batch)
+        b, c, f, h, w = latents.shape
+        first = latents[:, :, 0]
+        mask = resize_mask(batch["mask"].to(self.device), (h, w), mode=hp.mask_resize)
+        captions, prompts = list(batch["caption"]), list(batch["motion_prompt"])
+        if train:  # classifier-free-guidance dropout and first-frame masking (training only)
+            first = mask_first_latent(first, hp.first_frame_mask_ratio, generator=gen)
+            keep_image = torch.rand(b, generator=gen, device=gen.device) >= hp.first_frame_dropout
+            first = first * keep_image.to(first.dtype).view(b, 1, 1, 1)
+            captions = self.drop(captions, hp.caption_dropout, gen)
+            prompts = self.drop(prompts, hp.motion_prompt_dropout, gen)
+
+        noise = torch.randn(latents.shape, generator=gen, device=gen.device, dtype=latents.dtype)
+        t = torch.randint(0, hp.num_train_timesteps, (b,), generator=gen, device=gen.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        sample = assemble_input(noisy, mask, first, hp.channel_order, hp.mask_frames, hp.first_frame_frames)
+        with torch.no_grad():
+            caption_states = self.model.encode_text(captions)
+            prompt_states = self.model.encode_text(prompts)
+        pred = self.model.unet(
+            sample, t, encoder_hidden_states=caption_states, motion_hidden_states=prompt_states,
+            magnitude=batch["magnitude"].to(self.device),
+            fps=batch["stride"].to(self.device) if hp.condition_on_stride else None,
+        )
+        target = noise if hp.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+        if hp.min_snr_gamma:
+            per_sample = per_sample * self.min_snr_weight(t)
+        return per_sample.mean()
+
+    def min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma weights that stay finite with zero terminal SNR (snr = 0 at t = T-1):
+        v-prediction: min(snr, g) / (snr + 1); epsilon: min(snr, g) / snr, defined as 0 at snr=0."""
+        alpha_bar = self.alphas_cumprod.to(t.device)[t]
+        snr = alpha_bar / (1 - alpha_bar).clamp_min(1e-12)
+        clipped = snr.clamp(max=self.hparams.min_snr_gamma)
+        if self.hparams.prediction_type == "v_prediction":
+            return clipped / (snr + 1)
+        return torch.where(snr > 0, clipped / snr.clamp_min(1e-12), torch.zeros_like(snr))
+
+    # ---- Lightning hooks ------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        loss = self.compute_loss(batch, self.step_generator(), train=True)
+        finite = bool(torch.isfinite(loss))
+        # every rank must agree, or DDP would wait forever for a rank that skipped backward
+        finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        batch_size = len(batch["key"])
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps + (not finite)), batch_size=batch_size)
+        if not finite:
+            self.nonfinite_steps += 1
+            log.warning("step %d: non-finite loss (%s): step skipped (keys %s)",
+                        self.global_step, loss.item(), batch["key"])
+            return None  # Lightning skips backward and the optimizer step
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        gen = torch.Generator(device=self.device).manual_seed(self.hparams.seed + batch_idx)
+        loss = self.compute_loss(batch, gen, train=False)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["key"]))
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = self.trainable_parameters()
+        if not params:
+            raise ValueError("the model has no trainable parameters: check the model config's "
+                             "trainable/freeze settings")
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.adam_betas), eps=hp.adam_eps,
+                                      weight_decay=hp.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10**9
+        scheduler = get_scheduler(hp.lr_schedule, optimizer, num_warmup_steps=hp.warmup_steps,
+                                  num_training_steps=max(total, 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add what sampling needs (magnitude quantiles for speed=slow|medium|fast, the
+        noise schedule); drop frozen pretrained weights when asked (they come from the base)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        checkpoint["fyc"] = {
+            "magnitude_quantiles": dict(getattr(datamodule, "magnitude_quantiles", {}) or {}),
+            "noise_scheduler": dict(self.noise_scheduler.config),
+            "nonfinite_steps": self.nonfinite_steps,
+            # how sampling must lay out its input (FirstFrameLayout) and rebuild the model
+            "layout": {k: self.hparams[k] for k in ("channel_order", "mask_frames", "first_frame_frames", "mask_resize")},
+            "model_config": self.hparams.model_config,
+        }
+        if not self.hparams.save_frozen_weights:
+            frozen = {f"model.{n}" for n, p in self.model.named_parameters() if not p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite_steps = int(checkpoint.get("fyc", {}).get("nonfinite_steps", 0))
+        # frozen weights left out of the checkpoint: keep the ones this module was built with
+        own = self.state_dict()
+        for key, value in own.items():
+            checkpoint["state_dict"].setdefault(key, value)
