@@ -44,7 +44,7 @@ NOT_VERBS = {"leaves", "saw", "ring", "spring", "building", "ceiling", "painting
              "evening", "morning", "wing", "king", "thing", "bedding", "wedding", "pudding",
              "boxes", "box", "landing", "plants", "plant", "points", "rows", "row", "fish",
              "snow", "rain", "stream", "streams", "steam", "smoke", "beat", "drill", "flash",
-             "type", "land", "lands", "pan", "close", "open", "point", "feed", "box", "fight",
+             "type", "land", "lands", "shot", "shots", "bit", "pan", "close", "open", "point", "feed", "box", "fight",
              "play", "race", "circle", "walk", "dance", "swing", "lead"}
 # ... unless directly after a subject-ish word; see _is_verb_context.
 IRREGULAR = {
@@ -56,7 +56,7 @@ IRREGULAR = {
     "sung": "sing", "swung": "swing", "slid": "slide", "caught": "catch", "dove": "dive",
     "dug": "dig", "lit": "light", "leapt": "leap", "lay": "lie", "lain": "lie", "wrote": "write",
     "drew": "draw", "drawn": "draw", "grew": "grow", "grown": "grow", "sank": "sink",
-    "fled": "flee", "led": "lead", "bit": "bite", "bitten": "bite", "shot": "shoot", "rang": "ring",
+    "fled": "flee", "bit": "bite", "bitten": "bite", "shot": "shoot",
     "spoke": "speak", "spoken": "speak", "wove": "weave", "strode": "stride",
 }
 DOUBLING = {"run", "swim", "jog", "hop", "spin", "nod", "skip", "wag", "stir", "drip", "flap",

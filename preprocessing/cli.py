@@ -1,0 +1,47 @@
+"""`fyc-preprocess`: Hydra entry point (config conf/preprocess.yaml, `key=value` overrides)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from preprocessing.config import ConfigError, register_schema, validate
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+log = logging.getLogger("fyc.preprocess")
+
+register_schema()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="preprocess")
+def _main(cfg: DictConfig) -> None:
+    from preprocessing.lock import OutputLockedError
+    from preprocessing.shards import ShardWriteError
+    from preprocessing.sources.rows import InputError
+
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        log.error("invalid config: %s", exc)
+        sys.exit(2)
+    from preprocessing.pipeline import run
+
+    try:
+        summary = run(cfg)
+    except (OutputLockedError, InputError, ShardWriteError) as exc:
+        log.error("%s", exc)
+        sys.exit(3)
+    log.info("done: %d rows (%d processed this run) in %.1fs -> %s", summary.num_rows,
+             summary.rows_processed, summary.wall_s, summary.output_dir)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

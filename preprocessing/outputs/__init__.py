@@ -1,0 +1,1 @@
+"""Run outputs: manifest.parquet, stats.json, report.html."""

@@ -1,0 +1,153 @@
+"""The per-row steps wrapped as Ray Data `map_batches` callables.
+
+Rows travel between stages as {chunk, row_index, payload} where payload is the pickled sample
+dict. Why pickled: samples are heterogeneous (an error row has no frames, an ok row carries
+(F, H, W, 3) arrays), which Arrow cannot hold in one column reliably; one binary column keeps
+every block's schema identical, so Ray never fails a block on a schema mismatch.
+Every stage catches per-row exceptions and records them on the row (`internal_error: ...`):
+Ray would otherwise fail (or, with max_errored_blocks, silently drop) a whole block.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+from preprocessing.steps.base import Sample, is_ok, mark
+
+_BIG_FIELDS_AFTER_FLOW = ("flow_magnitudes", "flow", "flows")
+_BIG_FIELDS_AFTER_ENCODE = ("frames", "mask")
+
+
+def pack(chunk: int, sample: Sample) -> dict[str, Any]:
+    return {"chunk": chunk, "row_index": int(sample["row_index"]),
+            "payload": pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+def unpack(payload: Any) -> Sample:
+    return pickle.loads(bytes(payload))
+
+
+def _map_rows(batch: dict[str, np.ndarray], fn: Callable[[list[Sample]], list[Sample]]) -> dict[str, np.ndarray]:
+    samples = [unpack(p) for p in batch["payload"]]
+    try:
+        samples = fn(samples)
+    except Exception as exc:  # noqa: BLE001 - recorded on the rows, the block must survive
+        detail = f"internal_error: {type(exc).__name__}: {exc}"[:300]
+        for s in samples:
+            if is_ok(s):
+                mark(s, "error", detail)
+                s["traceback"] = traceback.format_exc()[-2000:]
+    out = np.empty(len(samples), dtype=object)
+    out[:] = [pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL) for s in samples]
+    return {"chunk": batch["chunk"], "row_index": batch["row_index"], "payload": out}
+
+
+def _per_row(step_fn: Callable[[Sample], Sample]) -> Callable[[list[Sample]], list[Sample]]:
+    def run(samples: list[Sample]) -> list[Sample]:
+        out = []
+        for s in samples:
+            try:
+                out.append(step_fn(s))
+            except Exception as exc:  # noqa: BLE001
+                if is_ok(s):
+                    mark(s, "error", f"internal_error: {type(exc).__name__}: {exc}"[:300])
+                out.append(s)
+        return out
+    return run
+
+
+class DecodeStage:
+    """Actor: fetch (URL -> temp file) + decord decode under the decode step's watchdog + source filters."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from preprocessing.steps.decode import DecodeStep
+        from preprocessing.steps.filters import SourceFilterStep
+
+        self.input = cfg["input"]
+        clip = cfg["clip"]
+        self.decode = DecodeStep(clip["num_frames"], clip["stride"], clip["size"], timeout_s=cfg["decode"]["timeout_s"])
+        self.filter = SourceFilterStep(cfg["filter"]["min_source_frames"], cfg["filter"]["min_resolution"])
+
+    def _one(self, sample: Sample) -> Sample:
+        from preprocessing.sources.fetch import FetchError, local_video
+        from preprocessing.steps.base import timed
+
+        if not is_ok(sample):
+            return sample
+        try:
+            with timed(sample, "fetch_decode"):
+                with local_video(sample["video"], self.input["allowed_schemes"], self.input["fetch_timeout_s"],
+                                 self.input["max_bytes"]) as path:
+                    sample["local_path"] = path
+                    sample = self.decode(sample)
+        except FetchError as exc:
+            status = "error"
+            return mark(sample, status, str(exc))
+        finally:
+            sample.pop("local_path", None)
+        return self.filter(sample)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _map_rows(batch, _per_row(self._one))
+
+
+class FlowStage:
+    """Actor (GPU when the cluster has one): batched RAFT flow -> motion mask + magnitude -> magnitude filter."""
+
+    def __init__(self, cfg: dict[str, Any], use_gpu: bool, torch_threads: int) -> None:
+        import torch
+
+        from preprocessing.steps.filters import MagnitudeFilterStep
+        from preprocessing.steps.flow import FlowStep
+        from preprocessing.steps.motion import MotionStep
+
+        if not use_gpu:
+            torch.set_num_threads(max(1, torch_threads))
+        flow = cfg["flow"]
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.flow = FlowStep(model=flow["model"], weights=flow["weights"], num_updates=flow["num_updates"],
+                             size=(flow["size"], flow["size"]), batch_size=flow["batch_size"], device=device,
+                             motion=MotionStep(definition=flow["mask"]))  # fused: full flows never leave the actor
+        self.filter = MagnitudeFilterStep(cfg["filter"]["min_magnitude"], cfg["filter"]["max_magnitude"])
+
+    def _run(self, samples: list[Sample]) -> list[Sample]:
+        from preprocessing.outputs.manifest import flow_direction
+
+        samples = self.flow.process_batch(samples)
+        for s in samples:
+            if is_ok(s):
+                s["direction"] = flow_direction(s)
+                mask = s.get("mask")
+                if mask is not None:
+                    s["mask_fraction"] = float((np.asarray(mask) > 127).mean())
+            for name in _BIG_FIELDS_AFTER_FLOW:
+                s.pop(name, None)
+        return _per_row(self.filter)(samples)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _map_rows(batch, self._run)
+
+
+def encode_batch(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Task: clip -> mp4 bytes, mask -> png bytes, shard json; then drop the arrays."""
+    from preprocessing.steps.encode import EncodeStep
+
+    step = EncodeStep(flow_config=cfg["flow"], clip_config=cfg["clip"])
+
+    def run(samples: list[Sample]) -> list[Sample]:
+        samples = _per_row(step)(samples)
+        for s in samples:
+            if is_ok(s):
+                meta = s.setdefault("json", {})
+                meta.setdefault("motion_prompt", s.get("motion_prompt", ""))
+                if s.get("extra"):
+                    meta.setdefault("extra", s["extra"])
+            for name in _BIG_FIELDS_AFTER_ENCODE:
+                s.pop(name, None)
+        return samples
+
+    return _map_rows(batch, run)
