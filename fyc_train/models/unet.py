@@ -1,0 +1,208 @@
+"""FYCUNet: diffusers ``UNetMotionModel`` + 2C+1-channel input + MA + magnitude/FPS embedding.
+
+Composition, not a subclass: :class:`FYCUNet` holds the diffusers model as ``self.unet`` and
+modifies it in place (wider ``conv_in``, motion blocks with MA, a time-embedding hook), so
+``self.unet`` stays a plain ``UNetMotionModel`` whose parameter names, config and
+``save_pretrained`` are diffusers' own; the FYC options live in :class:`FYCUNetConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import UNetMotionModel
+from torch import nn
+
+from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
+from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS
+from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
+
+
+@dataclass
+class FYCUNetConfig:
+    """FYC options of the U-Net (saved as ``fyc_config.json`` next to the diffusers config)."""
+
+    latent_channels: int = 4
+    # input layout (see first_frame.assemble_input)
+    channel_order: str = "noisy_mask_first"  # released code; "noisy_first_mask" = paper
+    mask_frames: str = "all"  # released code; "first" = paper
+    first_frame_frames: str = "first"  # released code; "all" = paper
+    # first-frame masking ratio for training: a float or a list drawn from per sample
+    mask_ratio: float | list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7])
+    # motion augmentation: width of the motion-prompt embedding, None = no MA (stage 1)
+    motion_augment: bool = True
+    motion_context_dim: int | None = None
+    # scalar conditioning added to the time embedding
+    magnitude_embedding: bool = True
+    magnitude_input_scale: float = 1.0
+    fps_embedding: bool = False
+    fps_input_scale: float = 1.0
+    # inference: also give the short motion prompt to the spatial cross-attention (paper)
+    short_prompt_in_spatial: bool = True
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order={self.channel_order!r} is not one of {list(CHANNEL_ORDERS)}")
+        for name in ("mask_frames", "first_frame_frames"):
+            if getattr(self, name) not in FRAME_PLACEMENTS:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(FRAME_PLACEMENTS)}")
+        if not isinstance(self.mask_ratio, (int, float)):
+            self.mask_ratio = [float(r) for r in self.mask_ratio]
+
+    @property
+    def in_channels(self) -> int:
+        return 2 * self.latent_channels + 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FYCUNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown FYC U-Net options {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def widen_conv_in(unet: UNetMotionModel, latent_channels: int) -> None:
+    """conv_in C -> 2C+1 input channels: old weights in the first C, zeros after, bias kept.
+
+    Must run after ``UNetMotionModel.from_unet2d`` (which copies SD's 4-channel conv_in).
+    """
+    old = unet.conv_in
+    if old.in_channels == 2 * latent_channels + 1:
+        return  # already wide (e.g. loading an exported FYC U-Net)
+    if old.in_channels != latent_channels:
+        raise ValueError(
+            f"conv_in has {old.in_channels} input channels; expected the latent width {latent_channels} "
+            f"(to widen) or {2 * latent_channels + 1} (already widened)"
+        )
+    new = nn.Conv2d(2 * latent_channels + 1, old.out_channels, kernel_size=old.kernel_size,
+                    stride=old.stride, padding=old.padding, bias=old.bias is not None)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :latent_channels].copy_(old.weight)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)  # the released FYC code drops this bias: keep it
+    new.weight.requires_grad_(old.weight.requires_grad)
+    if new.bias is not None:
+        new.bias.requires_grad_(old.bias.requires_grad)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=2 * latent_channels + 1)
+
+
+class FYCUNet(nn.Module):
+    """Follow-Your-Click video U-Net.
+
+    ``forward(sample (B, 2C+1, F, h, w), timestep (B,), encoder_hidden_states (B, S, D),
+    motion_hidden_states (B, S', D') | None, magnitude (B,) | None, fps (B,) | None)
+    -> (B, C, F, h, w)``. Hidden states are given once per video and repeated per frame here.
+    ``motion_hidden_states=None`` skips the MA layers (identical to zeroing their output).
+    """
+
+    def __init__(self, unet: UNetMotionModel, config: FYCUNetConfig):
+        super().__init__()
+        if config.motion_augment and config.motion_context_dim is None:
+            raise ValueError("motion_augment=True needs motion_context_dim (the text encoder's hidden size)")
+        self.config = config
+        self.context = ForwardContext()
+        widen_conv_in(unet, config.latent_channels)
+        self.unet = unet
+        convert_motion_blocks(unet, self.context, config.motion_context_dim if config.motion_augment else None)
+        time_proj_dim = unet.time_proj.num_channels
+        time_embed_dim = unet.time_embedding.linear_2.out_features
+        self.magnitude_embedding = (
+            ScalarEmbedding(time_proj_dim, time_embed_dim, config.magnitude_input_scale)
+            if config.magnitude_embedding else None
+        )
+        self.fps_embedding = (
+            ScalarEmbedding(time_proj_dim, time_embed_dim, config.fps_input_scale)
+            if config.fps_embedding else None
+        )
+        ref = unet.conv_in.weight
+        for emb in (self.magnitude_embedding, self.fps_embedding):
+            if emb is not None:
+                emb.to(device=ref.device, dtype=ref.dtype)
+        unet.time_embedding.register_forward_hook(TimeEmbeddingExtraHook(self.context))
+
+    # ---- parameter groups -------------------------------------------------------------
+    def motion_module_parameters(self) -> list[nn.Parameter]:
+        """Motion modules (AnimateDiff temporal transformers) including their MA layers."""
+        return [p for n, p in self.unet.named_parameters() if ".motion_modules." in f".{n}"]
+
+    def conditioning_parameters(self) -> list[nn.Parameter]:
+        mods = [m for m in (self.magnitude_embedding, self.fps_embedding) if m is not None]
+        return [p for m in mods for p in m.parameters()]
+
+    def motion_augment_parameters(self) -> list[nn.Parameter]:
+        return [p for m in motion_augment_modules(self.unet) for p in m.parameters()]
+
+    def enable_gradient_checkpointing(self) -> None:
+        """diffusers' checkpointing (ResNets, spatial transformers) + every motion block."""
+        self.unet.enable_gradient_checkpointing()
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.unet.disable_gradient_checkpointing()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.conv_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.conv_in.weight.device
+
+    # ---- forward ----------------------------------------------------------------------
+    def _time_extra(self, magnitude, fps, batch: int) -> torch.Tensor | None:
+        extra = None
+        for value, emb, name in ((magnitude, self.magnitude_embedding, "magnitude"),
+                                 (fps, self.fps_embedding, "fps")):
+            if value is None or emb is None:
+                continue
+            value = torch.as_tensor(value, device=self.device, dtype=torch.float32).reshape(-1)
+            if value.numel() == 1:
+                value = value.expand(batch)
+            if value.numel() != batch:
+                raise ValueError(f"{name} has {value.numel()} values for a batch of {batch}")
+            e = emb(value)
+            extra = e if extra is None else extra + e
+        return extra
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        motion_hidden_states: torch.Tensor | None = None,
+        magnitude: torch.Tensor | None = None,
+        fps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if sample.ndim != 5 or sample.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"sample must be (B, {self.config.in_channels}, F, h, w) (use first_frame.assemble_input), "
+                f"got {tuple(sample.shape)}"
+            )
+        b, _, f = sample.shape[:3]
+        if encoder_hidden_states.shape[0] != b:
+            raise ValueError(f"encoder_hidden_states batch {encoder_hidden_states.shape[0]} != sample batch {b}")
+        if motion_hidden_states is not None and motion_hidden_states.shape[0] != b:
+            raise ValueError(f"motion_hidden_states batch {motion_hidden_states.shape[0]} != sample batch {b}")
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        # UNetMotionModel runs spatial layers on (B*F, ...) and wants text per frame
+        ehs = encoder_hidden_states.repeat_interleave(f, dim=0)
+        self.context.motion_states = motion_hidden_states
+        self.context.time_extra = self._time_extra(magnitude, fps, b)
+        try:
+            return self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
+        finally:
+            self.context.clear()
+
+    @classmethod
+    def from_motion_unet(cls, unet: UNetMotionModel, **options) -> "FYCUNet":
+        return cls(unet, FYCUNetConfig(**options))
