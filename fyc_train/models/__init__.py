@@ -25,6 +25,7 @@ Public API::
 
 from .autoencoder import PixelUnshuffleAutoencoder, SDAutoencoder
 from .build import build_sd15, build_tiny, build_unet_from_configs
+from .export import load_fyc_model, load_fyc_unet, save_fyc_model, save_fyc_unet
 from .checkpointing import ModelFolderError
 from .first_frame import assemble_input, mask_first_latent, resize_mask, split_input
 from .fyc_model import FYCModel
@@ -34,5 +35,6 @@ from .unet import FYCUNet, FYCUNetConfig
 __all__ = [
     "ByteTokenizer", "CLIPTextEncoder", "FYCModel", "FYCUNet", "FYCUNetConfig", "ModelFolderError",
     "PixelUnshuffleAutoencoder", "SDAutoencoder", "TinyTextEncoder", "assemble_input", "build_sd15",
-    "build_tiny", "build_unet_from_configs", "mask_first_latent", "resize_mask", "split_input",
+    "build_tiny", "build_unet_from_configs", "load_fyc_model", "load_fyc_unet", "mask_first_latent",
+    "resize_mask", "save_fyc_model", "save_fyc_unet", "split_input",
 ]
