@@ -136,7 +136,7 @@ def encode_batch(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str,
     """Task: clip -> mp4 bytes, mask -> png bytes, shard json; then drop the arrays."""
     from preprocessing.steps.encode import EncodeStep
 
-    step = EncodeStep(flow_config=cfg["flow"], clip_config=cfg["clip"])
+    step = EncodeStep()
 
     def run(samples: list[Sample]) -> list[Sample]:
         samples = _per_row(step)(samples)
