@@ -6,13 +6,23 @@ diffusers-format folder (safetensors + JSON, read by fyc_train.models.export).
 """
 from __future__ import annotations
 
+import json
+import logging
 import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .masks import SamplingInputError
+from .pipeline import FirstFrameLayout, make_scheduler
+
+log = logging.getLogger(__name__)
+
+# Sampling metadata next to an exported model (magnitude quantiles, schedule, layout, data).
+SAMPLING_JSON = "fyc_sampling.json"
 
 CKPT_SUFFIXES = (".ckpt", ".pt", ".pth")
 
@@ -49,3 +59,147 @@ def safe_torch_load(path: str | Path) -> dict[str, Any]:
         ) from err
     except RuntimeError as err:
         raise SamplingInputError(f"checkpoint={path} is not a readable torch checkpoint: {err}") from err
+
+
+# Only the project's own builders may be named by a checkpoint's model_config: a `_target_`
+# read from a file is code to run, so it is checked against this allow-list first.
+ALLOWED_BUILDERS = (
+    "fyc_train.models.build_tiny", "fyc_train.models.build.build_tiny",
+    "fyc_train.models.build_sd15", "fyc_train.models.build.build_sd15",
+)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Everything sampling needs from a checkpoint."""
+    model: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    magnitude_quantiles: dict[str, float]
+    layout: FirstFrameLayout
+    num_frames: int = 16
+    size: tuple[int, int] | None = None  # (H, W) the model was trained at, if known
+    fps: float | None = None
+
+    def scheduler(self):
+        return make_scheduler(self.scheduler_config)
+
+    def sample_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """Training size if known, else the image's size rounded down to a multiple the U-Net
+        accepts (autoencoder factor x U-Net downsampling)."""
+        if self.size is not None:
+            return tuple(self.size)
+        unet = self.model.unet.unet
+        mult = int(self.model.autoencoder.downscale_factor) * 2 ** (len(unet.config.block_out_channels) - 1)
+        h, w = (max(mult, (s // mult) * mult) for s in image_hw)
+        return h, w
+
+
+def _build_model(model_config: Mapping[str, Any] | None, where: str) -> torch.nn.Module:
+    if not model_config or "_target_" not in model_config:
+        raise SamplingInputError(
+            f"{where} has no fyc.model_config (the model's Hydra config): cannot rebuild the "
+            "model. Was it written by fyc-train? Export it with fyc_train.models.export instead."
+        )
+    if model_config["_target_"] not in ALLOWED_BUILDERS:
+        raise SamplingInputError(
+            f"{where}: model_config._target_={model_config['_target_']!r} is not one of the "
+            f"project's builders {ALLOWED_BUILDERS}; refusing to run it."
+        )
+    from hydra.utils import instantiate
+
+    return instantiate(dict(model_config))
+
+
+def _ema_shadow(ckpt: Mapping[str, Any]) -> list[torch.Tensor] | None:
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if "EMA" in str(key) and isinstance(state, Mapping) and state.get("shadow_params"):
+            return list(state["shadow_params"])
+    return None
+
+
+def _load_lightning(path: Path, use_ema: bool) -> LoadedCheckpoint:
+    ckpt = safe_torch_load(path)
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise SamplingInputError(f"checkpoint={path} has no state_dict: not a fyc-train checkpoint.")
+    fyc = dict(ckpt.get("fyc") or {})
+    model = _build_model(fyc.get("model_config"), f"checkpoint={path}")
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    # strict=False only for frozen weights a run may leave out (save_frozen_weights=false):
+    # they come from the base model that model_config rebuilds. Trainable ones must be there.
+    result = model.load_state_dict(state, strict=False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = sorted(set(result.missing_keys) & set(trainable))
+    if missing or result.unexpected_keys:
+        raise SamplingInputError(
+            f"checkpoint={path} does not match the model its config builds: missing "
+            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}."
+        )
+    if use_ema:
+        shadow = _ema_shadow(ckpt)
+        params = [p for _, p in model.named_parameters() if p.requires_grad]
+        if shadow is None:
+            log.warning("checkpoint=%s holds no EMA weights: sampling with the raw weights", path)
+        elif len(shadow) != len(params) or any(s.shape != p.shape for s, p in zip(shadow, params)):
+            raise SamplingInputError(
+                f"checkpoint={path}: its EMA weights do not line up with the model's trainable "
+                "parameters; sample with use_ema=false."
+            )
+        else:  # EMACallback keeps the shadow in the order of the trainable parameters
+            with torch.no_grad():
+                for p, s in zip(params, shadow):
+                    p.copy_(s.to(p.dtype))
+    data = dict(fyc.get("data") or {})
+    size = data.get("size")
+    if size is None and fyc.get("model_config", {}).get("image_size"):
+        size = [int(fyc["model_config"]["image_size"])] * 2
+    layout = {k: v for k, v in dict(fyc.get("layout") or {}).items() if k in FirstFrameLayout.__dataclass_fields__}
+    return LoadedCheckpoint(
+        model=model, scheduler_config=_scheduler_config(fyc.get("noise_scheduler")),
+        magnitude_quantiles=dict(fyc.get("magnitude_quantiles") or {}),
+        layout=FirstFrameLayout(**layout) if layout else _layout_from_model(model),
+        num_frames=int(data.get("num_frames", 16)), size=tuple(size) if size else None,
+        fps=data.get("stride") if getattr(model.config, "fps_embedding", False) else None,
+    )
+
+
+def _scheduler_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in dict(config or {}).items() if not str(k).startswith("_")}
+
+
+def _layout_from_model(model: torch.nn.Module) -> FirstFrameLayout:
+    c = model.config
+    return FirstFrameLayout(c.channel_order, c.mask_frames, c.first_frame_frames)
+
+
+def _load_exported(path: Path) -> LoadedCheckpoint:
+    try:
+        from fyc_train.models.export import load_fyc_model
+    except ImportError as err:
+        raise SamplingInputError(f"checkpoint={path}: exported folders need fyc_train.models.export ({err}).") from err
+    model = load_fyc_model(path)
+    extra = {}
+    if (path / SAMPLING_JSON).is_file():
+        extra = json.loads((path / SAMPLING_JSON).read_text())
+    elif (path / "scheduler" / "scheduler_config.json").is_file():
+        extra = {"noise_scheduler": json.loads((path / "scheduler" / "scheduler_config.json").read_text())}
+    layout = {k: v for k, v in dict(extra.get("layout") or {}).items() if k in FirstFrameLayout.__dataclass_fields__}
+    data = dict(extra.get("data") or {})
+    return LoadedCheckpoint(
+        model=model, scheduler_config=_scheduler_config(extra.get("noise_scheduler")),
+        magnitude_quantiles=dict(extra.get("magnitude_quantiles") or {}),
+        layout=FirstFrameLayout(**layout) if layout else _layout_from_model(model),
+        num_frames=int(data.get("num_frames", 16)),
+        size=tuple(data["size"]) if data.get("size") else None,
+    )
+
+
+def load_for_sampling(path: str | Path, use_ema: bool = True, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32) -> LoadedCheckpoint:
+    """Rebuild the model (EMA weights by default) and read the sampling metadata."""
+    path = Path(path)
+    fmt = detect_format(path)
+    loaded = _load_lightning(path, use_ema) if fmt == "lightning" else _load_exported(path)
+    loaded.model.eval().to(device)
+    if dtype != torch.float32:
+        loaded.model.unet.to(dtype)
+    return loaded

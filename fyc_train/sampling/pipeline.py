@@ -8,6 +8,7 @@ their own prompts. That part is written here.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,7 +38,7 @@ def make_scheduler(config: dict[str, Any] | None = None) -> DDIMScheduler:
     zero-SNR timestep the model was trained on (leading spacing would never visit it)."""
     cfg = {**DEFAULT_SCHEDULER_CONFIG, **(config or {})}
     cfg.update(timestep_spacing="trailing", set_alpha_to_one=False)
-    known = set(DDIMScheduler.__init__.__code__.co_varnames)
+    known = set(inspect.signature(DDIMScheduler.__init__).parameters)  # DDPM keys DDIM lacks
     return DDIMScheduler(**{k: v for k, v in cfg.items() if k in known})
 
 
@@ -93,7 +94,7 @@ class FYCPipeline:
         self,
         model: torch.nn.Module,
         scheduler: DDIMScheduler | None = None,
-        prompt_in_spatial: bool = True,
+        prompt_in_spatial: bool | None = None,
         impose_first_frame: bool = True,
         layout: FirstFrameLayout | None = None,
         default_num_frames: int = 16,
@@ -101,7 +102,12 @@ class FYCPipeline:
     ) -> None:
         self.model = model
         self.scheduler = scheduler or make_scheduler()
-        self.prompt_in_spatial = prompt_in_spatial
+        config = getattr(model, "config", None)
+        # None: the model's own setting (FYCUNetConfig.short_prompt_in_spatial; paper: True)
+        self.prompt_in_spatial = (
+            getattr(config, "short_prompt_in_spatial", True) if prompt_in_spatial is None else prompt_in_spatial
+        )
+        self.use_motion_augment = getattr(config, "motion_augment", True)
         # Frame 0 is known: re-noising it to the current level after every step (as inpainting
         # does) makes the video start exactly at the input and lets the rest follow it.
         # Set False to measure what the model itself reconstructs (the paper's I1-MSE).
@@ -207,6 +213,8 @@ class FYCPipeline:
             empty = self._encode_texts([""]).expand(regions, -1, -1)
             motion, text = torch.cat([motion, empty]), torch.cat([text, empty])
             lmask = torch.cat([lmask, lmask])
+        if not self.use_motion_augment:  # stage-1 model: no MA layers to feed
+            motion = None
         n = text.shape[0]
         first_n = first.expand(n, -1, -1, -1)
         mag = torch.tensor([float(magnitude)], device=self.device, dtype=self.dtype)
