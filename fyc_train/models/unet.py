@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import UNetMotionModel
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
 from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS
@@ -95,6 +97,13 @@ def widen_conv_in(unet: UNetMotionModel, latent_channels: int) -> None:
     unet.register_to_config(in_channels=2 * latent_channels + 1)
 
 
+def _checkpoint_except_motion_modules(module: nn.Module, *args):
+    """diffusers' checkpoint function, except motion modules (their blocks checkpoint themselves)."""
+    if isinstance(module, AnimateDiffTransformer3D):
+        return module(*args)
+    return checkpoint(module.__call__, *args, use_reentrant=False)
+
+
 class FYCUNet(nn.Module):
     """Follow-Your-Click video U-Net.
 
@@ -142,8 +151,14 @@ class FYCUNet(nn.Module):
         return [p for m in motion_augment_modules(self.unet) for p in m.parameters()]
 
     def enable_gradient_checkpointing(self) -> None:
-        """diffusers' checkpointing (ResNets, spatial transformers) + every motion block."""
-        self.unet.enable_gradient_checkpointing()
+        """diffusers' checkpointing (ResNets, spatial transformers) + every motion block.
+
+        Use this, not ``self.unet.enable_gradient_checkpointing()``: diffusers' mid block
+        checkpoints its whole motion module, and that recomputation would run after
+        ``forward`` has cleared the motion-prompt context. Here motion modules run directly
+        and each motion block checkpoints itself with the prompt as an explicit input.
+        """
+        self.unet.enable_gradient_checkpointing(_checkpoint_except_motion_modules)
 
     def disable_gradient_checkpointing(self) -> None:
         self.unet.disable_gradient_checkpointing()
