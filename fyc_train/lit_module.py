@@ -55,12 +55,8 @@ class FYCLitModule(pl.LightningModule):
         caption_dropout: float = 0.1,
         motion_prompt_dropout: float = 0.1,
         first_frame_dropout: float = 0.05,
-        first_frame_mask_ratio: float | list[float] = 0.7,
+        first_frame_mask_ratio: float | list[float] | None = None,
         mask_resize: Literal["nearest", "max"] = "max",
-        channel_order: Literal["noisy_mask_first", "noisy_first_mask"] = "noisy_mask_first",
-        mask_frames: Literal["first", "all"] = "all",
-        first_frame_frames: Literal["first", "all"] = "first",
-        condition_on_stride: bool = False,
         # optimisation
         lr: float = 1e-4,
         weight_decay: float = 1e-2,
@@ -68,7 +64,6 @@ class FYCLitModule(pl.LightningModule):
         adam_eps: float = 1e-8,
         lr_schedule: Literal[LR_SCHEDULES] = "constant_with_warmup",  # type: ignore[valid-type]
         warmup_steps: int = 0,
-        gradient_checkpointing: bool = False,
         # checkpoints
         save_frozen_weights: bool = True,
         init_from: str | None = None,
@@ -85,15 +80,19 @@ class FYCLitModule(pl.LightningModule):
         )
         self.register_buffer("alphas_cumprod", self.noise_scheduler.alphas_cumprod.clone(), persistent=False)
         self.nonfinite_steps = 0
-        if gradient_checkpointing and hasattr(model.unet, "enable_gradient_checkpointing"):
-            model.unet.enable_gradient_checkpointing()
+        # Input layout and masking ratio belong to the model (FYCUNetConfig): sampling reads
+        # them from the same place, so training and inference cannot disagree.
+        fyc = model.config
+        self.layout = {"channel_order": fyc.channel_order, "mask_frames": fyc.mask_frames,
+                       "first_frame_frames": fyc.first_frame_frames, "mask_resize": mask_resize}
+        self.mask_ratio = fyc.mask_ratio if first_frame_mask_ratio is None else first_frame_mask_ratio
         if init_from:
             self.load_weights_from(init_from)
 
     # ---- parameters -------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimizer and EMA see: the model's own requires_grad choice (stage recipes)."""
-        return [p for p in self.model.parameters() if p.requires_grad]
+        return [p for p in self.model.parameters() if p.requires_grad]  # FYCModel.trainable decides
 
     def load_weights_from(self, path: str) -> None:
         """Initialise from another run's checkpoint (stage 1 -> stage 2): weights only, no
@@ -133,7 +132,7 @@ class FYCLitModule(pl.LightningModule):
         mask = resize_mask(batch["mask"].to(self.device), (h, w), mode=hp.mask_resize)
         captions, prompts = list(batch["caption"]), list(batch["motion_prompt"])
         if train:  # classifier-free-guidance dropout and first-frame masking (training only)
-            first = mask_first_latent(first, hp.first_frame_mask_ratio, generator=gen)
+            first = mask_first_latent(first, self.mask_ratio, generator=gen)
             keep_image = torch.rand(b, generator=gen, device=gen.device) >= hp.first_frame_dropout
             first = first * keep_image.to(first.dtype).view(b, 1, 1, 1)
             captions = self.drop(captions, hp.caption_dropout, gen)
@@ -142,15 +141,18 @@ class FYCLitModule(pl.LightningModule):
         noise = torch.randn(latents.shape, generator=gen, device=gen.device, dtype=latents.dtype)
         t = torch.randint(0, hp.num_train_timesteps, (b,), generator=gen, device=gen.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        sample = assemble_input(noisy, mask, first, hp.channel_order, hp.mask_frames, hp.first_frame_frames)
-        with torch.no_grad():
-            caption_states = self.model.encode_text(captions)
-            prompt_states = self.model.encode_text(prompts)
+        layout = self.layout
+        sample = assemble_input(noisy, mask, first, layout["channel_order"], layout["mask_frames"],
+                                layout["first_frame_frames"])
+        fyc = self.model.config
+        # caption -> spatial cross-attention, short prompt -> MA layers (training; paper)
+        caption_states, prompt_states = self.model.text_conditioning(captions, prompts)
         pred = self.model.unet(
             sample, t, encoder_hidden_states=caption_states, motion_hidden_states=prompt_states,
-            magnitude=batch["magnitude"].to(self.device),
-            fps=batch["stride"].to(self.device) if hp.condition_on_stride else None,
+            magnitude=batch["magnitude"].to(self.device) if fyc.magnitude_embedding else None,
+            fps=batch["stride"].to(self.device) if fyc.fps_embedding else None,
         )
+        pred = getattr(pred, "sample", pred)
         target = noise if hp.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3, 4))
         if hp.min_snr_gamma:
@@ -218,7 +220,7 @@ class FYCLitModule(pl.LightningModule):
             "noise_scheduler": dict(self.noise_scheduler.config),
             "nonfinite_steps": self.nonfinite_steps,
             # how sampling must lay out its input (FirstFrameLayout) and rebuild the model
-            "layout": {k: self.hparams[k] for k in ("channel_order", "mask_frames", "first_frame_frames", "mask_resize")},
+            "layout": dict(self.layout),
             "model_config": self.hparams.model_config,
         }
         if not self.hparams.save_frozen_weights:

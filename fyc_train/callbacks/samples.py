@@ -68,10 +68,9 @@ class SampleVideosCallback(pl.Callback):
 
     @torch.no_grad()
     def write_samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Path]:
-        hp = pl_module.hparams
         pipe = FYCPipeline(
             pl_module.model, scheduler=make_scheduler(dict(pl_module.noise_scheduler.config)),
-            layout=FirstFrameLayout(hp.channel_order, hp.mask_frames, hp.first_frame_frames, hp.mask_resize),
+            layout=FirstFrameLayout(**pl_module.layout),
             default_num_frames=self._inputs[0]["video"].shape[0],
         )
         ema = find_ema(trainer) if self.use_ema else None

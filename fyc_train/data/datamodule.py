@@ -77,6 +77,21 @@ def _seeded_shuffle(src, bufsize: int, initial: int, seed: int):
     return wds.filters._shuffle(src, bufsize, initial, rng=rng)
 
 
+def first_clip_meta(urls: Sequence[str]) -> dict[str, Any] | None:
+    """json of the first sample of the first local shard (clip size check before training)."""
+    for url in urls:
+        if is_remote(url):
+            continue
+        try:
+            with tarfile.open(url) as tar:
+                for member in tar:
+                    if member.name.endswith(".json"):
+                        return json.load(io.TextIOWrapper(tar.extractfile(member), "utf-8"))
+        except (tarfile.TarError, OSError, ValueError):
+            continue
+    return None
+
+
 def magnitude_quantiles(urls: Sequence[str], max_samples: int = 10000,
                         qs: Sequence[float] = (0.0, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 1.0)) -> dict[str, float]:
     """Quantiles of json `magnitude` over local shards (read json members only, no video).
@@ -115,6 +130,7 @@ class FYCDataModule(pl.LightningDataModule):
         batch_size: int = 2,
         num_workers: int = 2,
         num_frames: int | None = None,
+        resolution: list[int] | None = None,
         steps_per_epoch: int = 1000,
         val_batches: int = 4,
         shuffle_buffer: int = 256,
@@ -127,6 +143,7 @@ class FYCDataModule(pl.LightningDataModule):
         super().__init__()
         self.shards, self.val_shards_spec = shards, val_shards
         self.batch_size, self.num_workers, self.num_frames = batch_size, num_workers, num_frames
+        self.resolution = tuple(resolution) if resolution else None
         self.steps_per_epoch, self.val_batches = steps_per_epoch, val_batches
         self.shuffle_buffer, self.shuffle_initial, self.seed = shuffle_buffer, shuffle_initial, seed
         self.pin_memory, self.quantile_scan_samples = pin_memory, quantile_scan_samples
@@ -150,7 +167,7 @@ class FYCDataModule(pl.LightningDataModule):
             self.magnitude_quantiles = magnitude_quantiles(self.train_urls, self.quantile_scan_samples)
 
     def _decode(self):
-        return functools.partial(decode_sample, num_frames=self.num_frames)
+        return functools.partial(decode_sample, num_frames=self.num_frames, resolution=self.resolution)
 
     def _stream_seed(self) -> int:
         step = self.trainer.global_step if self.trainer is not None else 0

@@ -19,6 +19,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -47,11 +48,29 @@ def decode_mask(data: bytes, key: str = "?") -> np.ndarray:
     return (mask > 127).astype(np.float32)
 
 
-def decode_sample(sample: dict[str, Any], num_frames: int | None = None) -> dict[str, Any]:
+def resize_clip(video: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre-crop to the target aspect, then resize: video (F,3,H,W) bilinear+antialias, mask
+    (1,H,W) nearest (stays binary)."""
+    h, w = video.shape[-2:]
+    th, tw = size
+    if (h, w) == (th, tw):
+        return video, mask
+    scale = max(th / h, tw / w)
+    ch, cw = min(h, round(th / scale)), min(w, round(tw / scale))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    video, mask = video[..., top:top + ch, left:left + cw], mask[..., top:top + ch, left:left + cw]
+    video = F.interpolate(video, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    mask = F.interpolate(mask[None], size=(th, tw), mode="nearest")[0]
+    return video.clamp_(-1, 1), mask
+
+
+def decode_sample(sample: dict[str, Any], num_frames: int | None = None,
+                  resolution: tuple[int, int] | None = None) -> dict[str, Any]:
     """Raw webdataset sample -> dict of tensors for one clip (the batch contract per item).
 
     `num_frames`: frames the model trains on; the clip must have at least that many (the first
-    `num_frames` are used). None keeps the clip's own length.
+    `num_frames` are used). None keeps the clip's own length. `resolution` (H, W): centre-crop
+    and resize clip and mask to it (None: keep the shard's clip size).
     """
     key = sample.get("__key__", "?")
     for ext in ("mp4", "json", "mask.png"):
@@ -94,8 +113,13 @@ def decode_sample(sample: dict[str, Any], num_frames: int | None = None) -> dict
         if mask.shape != frames.shape[1:3]:
             raise SampleError(f"sample {key!r}: mask {mask.shape} does not match clip {frames.shape[1:3]}")
         video = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        mask_t = torch.from_numpy(mask)[None]
+        if resolution is not None:
+            video, mask_t = resize_clip(video, mask_t, tuple(resolution))
         out["video"] = video  # (F, 3, H, W) in [-1, 1]
-    out["mask"] = torch.from_numpy(mask)[None]  # (1, H, W)
+        out["mask"] = mask_t  # (1, H, W)
+        return out
+    out["mask"] = torch.from_numpy(mask)[None]  # (1, H, W) (latents: the shard's own size)
     return out
 
 
