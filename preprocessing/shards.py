@@ -60,11 +60,13 @@ def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # any failure (bad key, disk, kill signal): no partial file stays
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        if not isinstance(exc, OSError):
+            raise
         hint = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
                 errno.EACCES: "permission denied", errno.EFBIG: "file size limit reached",
                 errno.EDQUOT: "disk quota exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
