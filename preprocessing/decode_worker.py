@@ -13,6 +13,7 @@ in-process too.
 
 from __future__ import annotations
 
+import re
 import resource
 import sys
 import traceback
@@ -116,7 +117,9 @@ def peak_rss_mb() -> float:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One short line: decord's messages carry timestamps and its own source paths, drop them."""
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ", "", str(exc))
+    text = " ".join(text.split()) or type(exc).__name__
     return text[:300]
 
 
