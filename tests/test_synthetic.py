@@ -107,7 +107,7 @@ def test_decoded_object_moves_speed_times_t_in_its_direction(corpus):
 
 
 def test_still_objects_do_not_move_and_stay_clear_of_the_moving_path(corpus):
-    out, df = corpus
+    _, df = corpus
     for row in df.itertuples():
         spec = SceneSpec.from_json(row.scene)
         assert len(spec.objects) >= 2

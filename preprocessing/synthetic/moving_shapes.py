@@ -29,12 +29,12 @@ from preprocessing.synthetic.render import (
     DIRECTIONS,
     HELD_OUT_COLORS,
     HELD_OUT_SHAPES,
-    MIN_COLOR_DISTANCE,
     TRAIN_COLORS,
     TRAIN_SHAPES,
     BackgroundSpec,
     SceneSpec,
     ShapeObject,
+    contrasts,
     object_bbox,
     object_coverage,
     object_mask,
@@ -45,10 +45,27 @@ from preprocessing.synthetic.render import (
 )
 
 __all__ = [
-    "DIRECTIONS", "TRAIN_SHAPES", "HELD_OUT_SHAPES", "TRAIN_COLORS", "HELD_OUT_COLORS",
-    "BackgroundSpec", "SceneSpec", "ShapeObject", "sample_scene", "render_frame", "render_frames",
-    "object_mask", "object_coverage", "object_bbox", "reachable_region", "with_motion",
-    "describe_scene", "motion_prompt", "generate_corpus", "write_mp4", "MANIFEST_COLUMNS",
+    "DIRECTIONS",
+    "HELD_OUT_COLORS",
+    "HELD_OUT_SHAPES",
+    "MANIFEST_COLUMNS",
+    "TRAIN_COLORS",
+    "TRAIN_SHAPES",
+    "BackgroundSpec",
+    "SceneSpec",
+    "ShapeObject",
+    "describe_scene",
+    "generate_corpus",
+    "motion_prompt",
+    "object_bbox",
+    "object_coverage",
+    "object_mask",
+    "reachable_region",
+    "render_frame",
+    "render_frames",
+    "sample_scene",
+    "with_motion",
+    "write_mp4",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,8 +129,7 @@ def sample_scene(
         kind=str(rng.choice(sorted(BACKGROUND_KINDS))), color_name=bg_name, rgb=BACKGROUND_COLORS[bg_name],
         seed=int(rng.integers(2**31)), contrast=float(rng.uniform(0.08, 0.22)),
     )
-    bg_rgb = np.asarray(background.rgb, dtype=np.float32)
-    palette = [c for c in sorted(colors) if np.linalg.norm(np.asarray(colors[c]) - bg_rgb) >= MIN_COLOR_DISTANCE]
+    palette = [c for c in sorted(colors) if contrasts(colors[c], background.rgb)]
     palette = [str(c) for c in rng.permutation(palette)]  # distinct colours within a scene
 
     n_moving = 0 if static else int(rng.integers(num_moving[0], num_moving[1] + 1))

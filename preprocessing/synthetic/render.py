@@ -64,6 +64,20 @@ BACKGROUND_KINDS: dict[str, str] = {  # kind -> adjective used in captions
     "gradient": "softly shaded",
 }
 MIN_COLOR_DISTANCE = 110.0  # RGB distance between an object colour and the background tint
+# ... and luma difference: grey-level optical flow (Farneback in the metrics, and any flow model
+# that works on luminance) must see every object, e.g. not green (Y 119) on grey (Y 128).
+MIN_LUMA_DIFFERENCE = 20.0
+
+
+def luma(rgb: tuple[int, int, int]) -> float:
+    """Rec. 601 luma, as in OpenCV's RGB -> grey conversion."""
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def contrasts(color: tuple[int, int, int], background: tuple[int, int, int]) -> bool:
+    """Whether an object colour stands out from a background tint (in RGB and in luma)."""
+    distance = float(np.linalg.norm(np.subtract(color, background, dtype=np.float64)))
+    return distance >= MIN_COLOR_DISTANCE and abs(luma(color) - luma(background)) >= MIN_LUMA_DIFFERENCE
 
 
 @dataclass
