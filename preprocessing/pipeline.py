@@ -120,13 +120,13 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
         flow_args["num_gpus"] = float(cfg.ray.flow_gpus_per_actor)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
     ds = ds.map_batches(DecodeStage, fn_constructor_args=(cfg_dict,), batch_size=1, batch_format="numpy",
-                        compute=ActorPoolStrategy(min_size=1, max_size=decode_actors), num_cpus=0.5,
+                        compute=ActorPoolStrategy(min_size=1, max_size=decode_actors), num_cpus=0.25,
                         max_restarts=3, max_task_retries=3)
     ds = ds.map_batches(FlowStage, fn_constructor_args=(cfg_dict, use_gpu, max(1, int(cpus) - 1)),
                         batch_size=clips_per_flow_batch, batch_format="numpy",
                         compute=ActorPoolStrategy(size=flow_actors), **flow_args)
     ds = ds.map_batches(encode_batch, fn_kwargs={"cfg": cfg_dict}, batch_size=1, batch_format="numpy",
-                        num_cpus=0.5, max_retries=3)
+                        num_cpus=0.25, max_retries=3)
     log.info("Ray Data: %d decode actors, %d flow actors (%s), %.0f CPUs, %.0f GPUs",
              decode_actors, flow_actors, "GPU" if use_gpu else "CPU", cpus, gpus)
     return ds

@@ -185,7 +185,10 @@ def test_rerun_changes_nothing_and_kill_then_resume_equals_uninterrupted(full_ru
     assert not (out / "manifest.parquet").exists()  # it really died mid-run
     resumed = cli(common(manifest, out, raft_small_path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "1 already done" in resumed.stderr + resumed.stdout
+    # Ray Data may finish later chunks within the same second as the first: at least chunk 0 was done.
+    import re
+    done = re.search(r"(\d+) already done", resumed.stderr + resumed.stdout)
+    assert done and int(done.group(1)) >= 1
     after = {p.name: p.read_bytes() for p in (out / "shards").glob("*.tar")}
     assert after.keys() == before.keys()
     a, b = read_shards(full_run), read_shards(out)
