@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import io
+import warnings
 import json
 import logging
 import multiprocessing
@@ -38,8 +39,10 @@ from webdataset.utils import make_seed, pytorch_worker_seed
 
 from fyc_train.data.decode import collate, decode_sample
 from fyc_train.data.shards import expand_shards, is_remote
+from fyc_train.data.tar_stream import tar_samples
 
 log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", message=r"\.with_length\(\) only sets the value of __len__")
 
 
 class TooManyBadSamples(RuntimeError):
@@ -177,7 +180,7 @@ class FYCDataModule(pl.LightningDataModule):
         seed = self._stream_seed()
         pipeline = wds.DataPipeline(
             wds.ResampledShards(self.train_urls, seed=seed, deterministic=True),
-            wds.tarfile_to_samples(handler=self.skipped),
+            tar_samples(handler=self.skipped),
             functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer,
                               initial=self.shuffle_initial, seed=seed),
             wds.map(self._decode(), handler=self.skipped),
@@ -192,14 +195,15 @@ class FYCDataModule(pl.LightningDataModule):
         pipeline = wds.DataPipeline(
             wds.SimpleShardList(self.val_urls),
             wds.split_by_worker,
-            wds.tarfile_to_samples(handler=self.skipped),
+            tar_samples(handler=self.skipped),
             wds.map(self._decode(), handler=self.skipped),
             wds.batched(self.batch_size, collation_fn=collate, partial=True),
         )
         workers = min(self.num_workers, len(self.val_urls))
         loader = wds.WebLoader(pipeline, batch_size=None, num_workers=workers,
                                pin_memory=self.pin_memory)
-        return loader.with_epoch(self.val_batches)
+        # slice, not with_epoch: with_epoch would restart the finite stream and repeat samples
+        return loader.slice(self.val_batches)
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped.count, "magnitude_quantiles": self.magnitude_quantiles}
