@@ -27,6 +27,7 @@ from fyc_train.sampling.speed import SPEED_QUANTILES, resolve_magnitude
 from fyc_train.sampling.video_io import check_output_path, write_video
 
 log = logging.getLogger("fyc-sample")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # absolute: works from any cwd
 
 
 @dataclass
@@ -149,6 +150,7 @@ def run(cfg: DictConfig) -> Path:
     loaded = load_for_sampling(cfg.checkpoint, use_ema=cfg.use_ema, device=device,
                                dtype=getattr(torch, cfg.dtype))
     magnitude = resolve_magnitude(cfg.magnitude, cfg.speed, loaded.magnitude_quantiles)
+    log.info("magnitude %.3g%s", magnitude, f" (speed={cfg.speed})" if cfg.magnitude is None and cfg.speed else "")
     size = tuple(_plain(cfg.size)) if cfg.size is not None else loaded.sample_size(req.image.size[::-1])
     image, masks = resize_request(req, size)
     pipe = FYCPipeline(
@@ -176,7 +178,7 @@ def run(cfg: DictConfig) -> Path:
     return req.output
 
 
-@hydra.main(config_path="../../conf", config_name="sample", version_base=None)
+@hydra.main(config_path=CONFIG_DIR, config_name="sample", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
