@@ -111,7 +111,18 @@ def decode_clip(
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process in MiB.
+
+    Linux: VmHWM, the high-water mark of this process image (ru_maxrss is not usable here: it
+    survives fork+exec, so a worker would report its parent's peak). Elsewhere ru_maxrss (KiB on
+    Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024
 
