@@ -1,0 +1,109 @@
+"""MovingShapes learning curve: every metric against minutes of training, one run.
+
+    python bench/moving_shapes_curve.py --run-dir outputs/moving_shapes --out docs/moving_shapes
+
+Evaluates every `step*.ckpt` the run kept (train with `callbacks.last_checkpoint.save_top_k=-1`
+so the periodic checkpoints are kept) with `fyc_train.eval.run.evaluate_model` on the same
+held-out scenes, and writes OUT/curve.json and OUT/curve.png. Minutes of training = the
+checkpoint file's time minus the run's start (its first file), i.e. wall-clock time of the
+training process including its validation and checkpointing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fyc_train.eval.run import GOALS, _finite, evaluate_model  # noqa: E402
+from fyc_train.sampling.checkpoint_loading import load_for_sampling  # noqa: E402
+
+METRICS = ["direction_accuracy", "locality", "speed_spearman", "speed_within_30pct", "i1_mse"]
+
+
+def run_start(run_dir: Path) -> float:
+    """The earliest file time in the run (Hydra/CSV logger write theirs before the first step)."""
+    times = [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts]
+    ckpts = [p.stat().st_mtime for p in (run_dir / "checkpoints").glob("*.ckpt")]
+    if not times and not ckpts:
+        raise SystemExit(f"{run_dir} holds no run files")
+    return min(times or ckpts)
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in (run_dir / "checkpoints").glob("step*.ckpt"):
+        match = re.fullmatch(r"step(\d+)\.ckpt", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        raise SystemExit(f"no step*.ckpt in {run_dir / 'checkpoints'}: train with "
+                         "callbacks.last_checkpoint.save_top_k=-1 to keep the periodic checkpoints")
+    return sorted(found)
+
+
+def plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
+    for ax, metric in zip(axes, METRICS):
+        for mode, style in (("model_first_frame", "o-"), ("impose_first_frame", "s--")):
+            xs = [p["minutes"] for p in points if mode in p["summary"]]
+            ys = [p["summary"][mode].get(metric) for p in points if mode in p["summary"]]
+            ys = [math.nan if y is None else y for y in ys]
+            if xs:
+                ax.plot(xs, ys, style, label=mode.replace("_", " "), markersize=4)
+        op, goal = GOALS[metric]
+        ax.axhline(goal, color="green", linestyle=":", label=f"goal {op} {goal:g}")
+        ax.set_title(metric)
+        ax.set_xlabel("training minutes (2 CPU cores)")
+        if metric == "i1_mse":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--num-scenes", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--magnitudes", type=float, nargs="+", default=[2.0, 3.5, 5.0])
+    p.add_argument("--flow-size", type=int, default=128)
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    start = run_start(args.run_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+    points = []
+    for step, path in checkpoints(args.run_dir):
+        minutes = (path.stat().st_mtime - start) / 60
+        report = evaluate_model(load_for_sampling(path), num_scenes=args.num_scenes, seed=args.seed,
+                                magnitudes=args.magnitudes, flow_size=args.flow_size, num_frames=args.num_frames,
+                                steps=args.steps, guidance=args.guidance, progress=False)
+        points.append({"step": step, "minutes": round(minutes, 2), "checkpoint": str(path),
+                       "summary": report["summary"]})
+        s = report["summary"]["model_first_frame"]
+        print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS), flush=True)
+        (args.out / "curve.json").write_text(json.dumps(_finite({"config": vars(args) | {"run_dir": str(args.run_dir),
+                                                                 "out": str(args.out)}, "points": points}), indent=2))
+        plot(points, args.out / "curve.png")
+    print(f"wrote {args.out / 'curve.json'} and {args.out / 'curve.png'}")
+
+
+if __name__ == "__main__":
+    main()
