@@ -165,6 +165,12 @@ def _check_ranges(cfg: Mapping, errors: list[str]) -> None:
             mode = logger.get("mode")
             if mode is not None and mode not in WANDB_MODES:
                 errors.append(f"logger.{name}.mode={mode!r}: not an allowed value; allowed: {list(WANDB_MODES)}")
+    trainable = (cfg.get("model") or {}).get("trainable")
+    if trainable is not None:
+        from fyc_train.models.fyc_model import TRAINABLE_CHOICES
+
+        if trainable not in TRAINABLE_CHOICES:
+            errors.append(f"model.trainable={trainable!r}: not an allowed value; allowed: {list(TRAINABLE_CHOICES)}")
     fyc = (cfg.get("model") or {}).get("fyc")
     if isinstance(fyc, Mapping):
         from fyc_train.models.unet import FYCUNetConfig
