@@ -31,11 +31,11 @@ def detect_format(path: str | Path) -> str:
     """'lightning' or 'diffusers'; raise SamplingInputError for anything else (no loading)."""
     path = Path(path)
     if path.is_dir():
-        if (path / "model_index.json").is_file() or (path / "fyc_config.json").is_file() or (path / "unet").is_dir():
+        if any((path / n).exists() for n in ("fyc_model.json", "model_index.json", "unet")):
             return "diffusers"
         raise SamplingInputError(
-            f"checkpoint={path} is a folder but not an exported FYC model (no model_index.json, "
-            "fyc_config.json or unet/). Export one with fyc_train.models.export or pass a .ckpt."
+            f"checkpoint={path} is a folder but not an exported FYC model (no fyc_model.json or unet/: "
+            "export one with fyc_train.models.export.save_fyc_model, or pass a .ckpt)."
         )
     if not path.exists():
         raise SamplingInputError(f"checkpoint={path}: no such file or folder.")
