@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> float | None:
 
     import lightning.pytorch as pl
     import torch
-    from hydra.utils import instantiate
+    from hydra.utils import get_object, instantiate
 
     pl.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -73,9 +73,15 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    lit_module = instantiate(cfg.module, model=model, model_config=plain["model"], _convert_="all")
+    # plain containers (no recursive instantiation: model_config holds the model's _target_,
+    # stored in checkpoints so sampling can rebuild the model)
+    module_kwargs = dict(plain["module"])
+    module_cls = get_object(module_kwargs.pop("_target_"))
+    lit_module = module_cls(model=model, model_config=plain["model"], **module_kwargs)
     callbacks = _instantiate_group(cfg.callbacks)
     loggers = _instantiate_group(cfg.logger)
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     for logger in loggers:  # the resolved config, once (rank 0 only inside Lightning)
@@ -87,7 +93,9 @@ def train(cfg: DictConfig) -> float | None:
 
     if not cfg.trainer.get("fast_dev_run"):
         export_model(lit_module, trainer, cfg)
-    log.info("skipped samples (bad clips/shards) on this rank: %d", datamodule.skipped.count)
+    # one line per rank (DDP tests and cluster logs check that every rank got here)
+    print(f"fyc-train: rank {trainer.global_rank} finished at step {trainer.global_step}; "
+          f"skipped samples on this rank: {datamodule.skipped.count}", flush=True)
     metric = trainer.callback_metrics.get(cfg.objective)
     for logger in loggers:
         with contextlib.suppress(Exception):
