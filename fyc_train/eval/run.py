@@ -55,7 +55,7 @@ from preprocessing.synthetic.moving_shapes import (
 
 log = logging.getLogger(__name__)
 
-ABLATIONS = ("none", "ma_zero")
+ABLATIONS = ("none", "ma_zero", "untrained")
 GOALS = {  # DESIGN.md "MovingShapes"
     "direction_accuracy": (">=", 0.9), "locality": (">=", 0.9), "speed_spearman": (">=", 0.9),
     "speed_within_30pct": (">=", 0.9), "i1_mse": ("<", 25.0),
@@ -115,6 +115,20 @@ def through_h264(frames: np.ndarray, fps: float = 8.0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- model
+def untrained_like(loaded: LoadedCheckpoint, checkpoint: str | Path) -> LoadedCheckpoint:
+    """The same model freshly initialised (its config's seed), for an untrained baseline: the
+    checkpoint's model_config is rebuilt with the allow-listed project builder."""
+    from hydra.utils import instantiate
+
+    from fyc_train.sampling.checkpoint_loading import ALLOWED_BUILDERS, safe_torch_load
+
+    config = dict((safe_torch_load(checkpoint).get("fyc") or {}).get("model_config") or {})
+    if config.get("_target_") not in ALLOWED_BUILDERS:
+        raise ValueError(f"ablate=untrained: {checkpoint} has no model_config built by a project builder")
+    fresh = instantiate(config).eval().to(next(loaded.model.parameters()).device)
+    return dataclasses.replace(loaded, model=fresh)
+
+
 def zero_motion_augment(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of the model whose MA layers output exactly zero (output projection zeroed):
     the motion prompt then reaches the U-Net through no path but the spatial text."""
@@ -157,13 +171,20 @@ def evaluate_model(
     out_dir: str | Path | None = None,
     metric_flow_size: int = 256,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model on held-out MovingShapes scenes; returns (and, with `out_dir`,
-    writes as metrics.json) {"config", "summary": {mode: summarize(...)}, "rows": [...]}."""
+    writes as metrics.json) {"config", "summary": {mode: summarize(...)}, "rows": [...]}.
+    `ablate`: "ma_zero" zeroes the MA output; "untrained" evaluates the same architecture
+    freshly initialised (needs `checkpoint`, the path `loaded` came from)."""
     if ablate not in ABLATIONS:
         raise ValueError(f"ablate={ablate!r} is not one of {list(ABLATIONS)}")
     if not magnitudes or min(magnitudes) <= 0:
         raise ValueError(f"magnitudes must be positive numbers, got {list(magnitudes)}")
+    if ablate == "untrained" and checkpoint is None:
+        raise ValueError("ablate=untrained needs the checkpoint path (its model_config)")
+    if ablate == "untrained":
+        loaded = untrained_like(loaded, checkpoint)
     model = zero_motion_augment(loaded.model) if ablate == "ma_zero" else loaded.model
     height, width = loaded.size or (64, 64)
     speed_of = {float(m): float(m) * height / flow_size for m in magnitudes}  # px/frame, generated
