@@ -240,7 +240,8 @@ def test_second_run_on_a_locked_output_refuses(corpus, tmp_path, raft_small_path
     with OutputLock(out):
         proc = cli(common(manifest, out, raft_small_path))
     assert proc.returncode == 3
-    assert "in use by another fyc-preprocess run" in proc.stderr and str(out) in proc.stderr
+    log = proc.stdout + proc.stderr  # Hydra logs to stdout
+    assert "in use by another fyc-preprocess run" in log and str(out) in log
     assert not (out / "shards").exists()
 
 
