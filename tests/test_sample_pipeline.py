@@ -250,3 +250,15 @@ def test_cli_refuses_pickled_checkpoint_with_exit_code(tmp_path, inputs):
     assert r.returncode == 2, r.stderr + r.stdout
     assert "pickled Python objects" in r.stderr + r.stdout
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_exported_folder_samples_the_same_video(tmp_path, tiny_ckpt, loaded, pipe):
+    from fyc_train.models.export import save_fyc_model
+    from fyc_train.sampling.checkpoint_loading import save_sampling_metadata
+
+    folder = save_fyc_model(loaded.model, tmp_path / "export")
+    save_sampling_metadata(folder, loaded)
+    again = load_for_sampling(folder)
+    assert again.magnitude_quantiles == QUANTILES and again.layout == loaded.layout
+    pipe2 = FYCPipeline(again.model, again.scheduler(), layout=again.layout, default_num_frames=FRAMES)
+    assert np.array_equal(_run(pipe), _run(pipe2))

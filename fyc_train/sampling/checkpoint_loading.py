@@ -6,6 +6,7 @@ diffusers-format folder (safetensors + JSON, read by fyc_train.models.export).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pickle
@@ -203,3 +204,17 @@ def load_for_sampling(path: str | Path, use_ema: bool = True, device: torch.devi
     if dtype != torch.float32:
         loaded.model.unet.to(dtype)
     return loaded
+
+
+def save_sampling_metadata(folder: str | Path, loaded: LoadedCheckpoint) -> Path:
+    """Write `fyc_sampling.json` into an exported model folder, so sampling from the folder
+    uses the same schedule, input layout, speed quantiles and clip shape as the checkpoint."""
+    info = {
+        "noise_scheduler": loaded.scheduler_config,
+        "layout": dataclasses.asdict(loaded.layout),
+        "magnitude_quantiles": loaded.magnitude_quantiles,
+        "data": {"num_frames": loaded.num_frames, **({"size": list(loaded.size)} if loaded.size else {})},
+    }
+    path = Path(folder) / SAMPLING_JSON
+    path.write_text(json.dumps(info, indent=2))
+    return path
