@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 INPUT_FORMATS = ("auto", "csv", "jsonl", "parquet", "webvid", "folder")
-FLOW_MODELS = ("raft_small", "raft_large")
+FLOW_MODELS = ("raft_small", "raft_large", "farneback")
 MASK_DEFINITIONS = ("robust", "paper")
 PROMPT_EXTRACTORS = ("builtin", "llm")
 URL_SCHEMES = ("http", "https")

@@ -1,5 +1,7 @@
 """FlowStep: RAFT optical flow (torchvision raft_small / raft_large) on consecutive sampled frames.
 
+`model="farneback"` swaps in OpenCV Farneback (steps/farneback.py) where no RAFT weights exist.
+
 Pairs are batched across frames and across samples (`process_batch`), resized to `size`
 (H, W divisible by 8 and >= 128: RAFT's requirement), RGB in [-1, 1] as torchvision's RAFT
 expects, last refinement iteration kept. Adds to each ok sample:
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from preprocessing.raft_weights import load_raft
+from preprocessing.steps.farneback import FarnebackFlow
 from preprocessing.steps.base import Sample, Step, is_ok
 
 
@@ -60,7 +63,10 @@ class FlowStep(Step):
         self.model_name, self.weights, self.num_updates = model, str(weights), num_updates
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        self.model = load_raft(model, self.weights, self.device, allow_download=allow_download)
+        if model == "farneback":  # weight-free fallback (no RAFT checkpoint on this machine)
+            self.model = FarnebackFlow()
+        else:
+            self.model = load_raft(model, self.weights, self.device, allow_download=allow_download)
         self.motion = motion
         self.info = {
             "model": model,
