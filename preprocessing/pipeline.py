@@ -22,7 +22,7 @@ from preprocessing.config import to_container
 from preprocessing.lock import OutputLock
 from preprocessing.outputs.manifest import manifest_row, part_path, read_part, write_manifest, write_table_atomic
 from preprocessing.prompts import make_extractor
-from preprocessing.ray_stages import DecodeStage, FlowStage, encode_batch, pack, unpack
+from preprocessing.ray_stages import DecodeStage, EncodeStage, FlowStage, pack, unpack
 from preprocessing.shards import remove_stale_temporaries, write_shard
 from preprocessing.sources import InputRow, load_rows
 from preprocessing.steps.base import Sample, is_ok
@@ -125,8 +125,9 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
     ds = ds.map_batches(FlowStage, fn_constructor_args=(cfg_dict, use_gpu, max(1, int(cpus) - 1)),
                         batch_size=clips_per_flow_batch, batch_format="numpy",
                         compute=ActorPoolStrategy(size=flow_actors), **flow_args)
-    ds = ds.map_batches(encode_batch, fn_kwargs={"cfg": cfg_dict}, batch_size=1, batch_format="numpy",
-                        num_cpus=0.25, max_retries=3)
+    ds = ds.map_batches(EncodeStage, fn_constructor_args=(cfg_dict,), batch_size=1, batch_format="numpy",
+                        compute=ActorPoolStrategy(min_size=1, max_size=decode_actors), num_cpus=0.25,
+                        max_restarts=3, max_task_retries=3)
     log.info("Ray Data: %d decode actors, %d flow actors (%s), %.0f CPUs, %.0f GPUs",
              decode_actors, flow_actors, "GPU" if use_gpu else "CPU", cpus, gpus)
     return ds

@@ -132,14 +132,22 @@ class FlowStage:
         return _map_rows(batch, self._run)
 
 
-def encode_batch(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Task: clip -> mp4 bytes, mask -> png bytes, shard json; then drop the arrays."""
-    from preprocessing.steps.encode import EncodeStep
+class EncodeStage:
+    """Actor: clip -> mp4 bytes, mask -> png bytes, shard json; then drop the arrays.
 
-    step = EncodeStep()
+    Why an actor and not a task: fractional-CPU tasks let Ray start one worker process per
+    concurrent task (8 on a 2-CPU machine), each paying the torch/PyAV import before its first
+    row; on a small machine that start-up dominated the whole run. A small pool of warm actors
+    encodes the same rows with a constant number of processes.
+    """
 
-    def run(samples: list[Sample]) -> list[Sample]:
-        samples = _per_row(step)(samples)
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from preprocessing.steps.encode import EncodeStep
+
+        self.step = EncodeStep()
+
+    def _run(self, samples: list[Sample]) -> list[Sample]:
+        samples = _per_row(self.step)(samples)
         for s in samples:
             if is_ok(s):
                 meta = s.setdefault("json", {})
@@ -150,4 +158,5 @@ def encode_batch(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str,
                 s.pop(name, None)
         return samples
 
-    return _map_rows(batch, run)
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _map_rows(batch, self._run)

@@ -29,6 +29,16 @@ def encode_json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+def output_write_error(what: str, exc: OSError) -> ShardWriteError:
+    """A ShardWriteError saying `what` failed, why in words (full, read-only, ...), and what to do."""
+    hint = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied", errno.EFBIG: "file size limit reached",
+            errno.EDQUOT: "disk quota exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return ShardWriteError(exc.errno or errno.EIO,
+                           f"{what}: {hint} ({exc}); free space or set output.dir to a writable folder, "
+                           "then re-run to resume")
+
+
 def check_key(key: str) -> str:
     if not KEY_PATTERN.match(key):
         raise ValueError(f"invalid sample key {key!r}: only [A-Za-z0-9_-] allowed (no dots or slashes)")
@@ -67,12 +77,7 @@ def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
             pass
         if not isinstance(exc, OSError):
             raise
-        hint = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
-                errno.EACCES: "permission denied", errno.EFBIG: "file size limit reached",
-                errno.EDQUOT: "disk quota exceeded"}.get(exc.errno or 0, exc.strerror or str(exc))
-        raise ShardWriteError(exc.errno or errno.EIO,
-                              f"cannot write shard {path}: {hint} ({exc}); free space or set output.dir "
-                              "to a writable folder, then re-run to resume") from exc
+        raise output_write_error(f"cannot write shard {path}", exc) from exc
     return count
 
 
