@@ -211,17 +211,32 @@ class FYCLitModule(pl.LightningModule):
                                   num_training_steps=max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def sampling_metadata(self) -> dict[str, Any]:
+        """What sampling needs besides the weights, in checkpoints and exported folders alike:
+        the noise schedule, the input layout, speed quantiles and the training clip shape."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data: dict[str, Any] = {}
+        if getattr(datamodule, "num_frames", None):
+            data["num_frames"] = int(datamodule.num_frames)
+        size = getattr(datamodule, "resolution", None)
+        if size is None and self.hparams.model_config and self.hparams.model_config.get("image_size"):
+            size = [int(self.hparams.model_config["image_size"])] * 2
+        if size is not None:
+            data["size"] = [int(v) for v in size]
+        return {
+            "magnitude_quantiles": dict(getattr(datamodule, "magnitude_quantiles", {}) or {}),
+            "noise_scheduler": dict(self.noise_scheduler.config),
+            "layout": dict(self.layout),
+            "data": data,
+        }
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add what sampling needs (magnitude quantiles for speed=slow|medium|fast, the
         noise schedule); drop frozen pretrained weights when asked (they come from the base)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
         checkpoint["fyc"] = {
-            "magnitude_quantiles": dict(getattr(datamodule, "magnitude_quantiles", {}) or {}),
-            "noise_scheduler": dict(self.noise_scheduler.config),
+            **self.sampling_metadata(),
             "nonfinite_steps": self.nonfinite_steps,
-            # how sampling must lay out its input (FirstFrameLayout) and rebuild the model
-            "layout": dict(self.layout),
-            "model_config": self.hparams.model_config,
+            "model_config": self.hparams.model_config,  # how sampling rebuilds the model
         }
         if not self.hparams.save_frozen_weights:
             frozen = {f"model.{n}" for n, p in self.model.named_parameters() if not p.requires_grad}

@@ -12,6 +12,7 @@ ranks, which the pinned run directory and the seeded builders make it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -41,6 +42,7 @@ def export_model(lit_module, trainer, cfg: DictConfig) -> Path | None:
     """Diffusers-format export of the trained model (EMA weights if enabled) on rank 0."""
     from fyc_train.callbacks.ema import find_ema
     from fyc_train.models.export import save_fyc_model
+    from fyc_train.sampling.checkpoint_loading import SAMPLING_JSON
 
     if not cfg.export.enabled or not trainer.is_global_zero:
         return None
@@ -51,6 +53,8 @@ def export_model(lit_module, trainer, cfg: DictConfig) -> Path | None:
     swap = ema.averaged_weights(lit_module) if ema is not None and ema.ema is not None else contextlib.nullcontext()
     with swap:
         path = save_fyc_model(lit_module.model, cfg.paths.export_dir)
+    # sampling from the folder then uses the training schedule, layout, speeds and clip shape
+    (Path(path) / SAMPLING_JSON).write_text(json.dumps(lit_module.sampling_metadata(), indent=2, default=float))
     log.info("exported the trained model (diffusers format) to %s", path)
     return path
 
