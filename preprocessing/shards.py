@@ -40,7 +40,7 @@ def output_write_error(what: str, exc: OSError) -> ShardWriteError:
 
 
 def check_key(key: str) -> str:
-    if not KEY_PATTERN.match(key):
+    if not KEY_PATTERN.fullmatch(key):  # fullmatch: `$` would accept a trailing newline
         raise ValueError(f"invalid sample key {key!r}: only [A-Za-z0-9_-] allowed (no dots or slashes)")
     return key
 

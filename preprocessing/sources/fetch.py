@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 import requests
+import urllib3
 
 
 class FetchError(RuntimeError):
@@ -30,14 +31,21 @@ def _download(url: str, dest: Path, timeout_s: float, max_bytes: int) -> None:
                 raise FetchError(f"fetch_error: {declared} bytes exceeds input.max_bytes={max_bytes}")
             size = 0
             with dest.open("wb") as out:
-                for block in resp.iter_content(chunk_size=1 << 16):
+                # read1, not iter_content: iter_content(n) blocks until n bytes arrive, so a server
+                # dripping a byte at a time (never idle long enough for the read timeout) would
+                # hold the row far past fetch_timeout_s; read1 returns what arrived, and the
+                # deadline is checked after every read.
+                while True:
+                    block = resp.raw.read1(1 << 16, decode_content=True)
+                    if not block:
+                        break
                     size += len(block)
                     if size > max_bytes:
                         raise FetchError(f"fetch_error: more than input.max_bytes={max_bytes} bytes")
                     if time.monotonic() > deadline:
                         raise FetchError(f"fetch_error: download exceeded input.fetch_timeout_s={timeout_s}")
                     out.write(block)
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # read1 raises urllib3's own
         raise FetchError(f"fetch_error: {type(exc).__name__}: {exc}"[:300]) from None
 
 
