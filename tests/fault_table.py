@@ -13,7 +13,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-RECORDS: list["FaultRecord"] = []
+RECORDS: list[FaultRecord] = []
 
 
 @dataclass

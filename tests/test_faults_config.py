@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_table import record_fault
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
-
-from fault_table import record_fault
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
@@ -242,8 +241,8 @@ def test_sample_rejects_invalid_values_before_loading_the_model(sample_inputs, k
 
 def test_sample_cli_exits_2_before_loading(sample_inputs, tmp_path):
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "fyc_train.cli.sample",
-                           *_sample_overrides(sample_inputs, "speed=warp")], cwd=REPO, capture_output=True, text=True,
+    script = Path(sys.executable).parent / "fyc-sample"  # the installed entry point (the module has no __main__)
+    proc = subprocess.run([str(script), *_sample_overrides(sample_inputs, "speed=warp")], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     wall = time.perf_counter() - began
     assert proc.returncode == 2, proc.stderr[-2000:]

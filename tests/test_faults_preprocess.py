@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fault_table import record_fault
 from preprocess_harness import (
-    args, cli, cli_popen, kill_group, read_shards, reference_run, tar_bytes, wait_for,
+    args,
+    cli,
+    cli_popen,
+    kill_group,
+    read_shards,
+    reference_run,
+    tar_bytes,
+    wait_for,
 )
 
 COLUMNS = ["row_index", "id", "key", "status", "reason", "shard", "motion_prompt", "magnitude", "direction"]

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from fault_table import RECORDS, render
 
 COMMAND = ("FYC_FAULT_TABLE=docs/faults.md .venv/bin/python -m pytest tests/test_preprocess_e2e.py "
