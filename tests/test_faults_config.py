@@ -199,11 +199,15 @@ SAMPLE_CASES = [  # (key, override, needles)
     ("output", "output=o.avi", ["output", ".mp4"]),
     ("checkpoint", "checkpoint=/nonexistent.ckpt", ["no such file", "/nonexistent.ckpt"]),
     ("image", "image=/nonexistent.png", ["no such file", "/nonexistent.png"]),
-    ("device", "device=tpu", ["device", "cpu", "cuda"]),
-    ("dtype", "dtype=float8", ["dtype", "float32", "bfloat16"]),
-    ("click_mode", "click_mode=sideways", ["click_mode", "object", "per_click"]),
-    ("fps", "fps=0", ["fps"]),
-    ("guidance", "guidance=-3", ["guidance"]),
+    ("device", "device=tpu", ["device=tpu", "auto, cpu, cuda, cuda:N"]),
+    ("dtype", "dtype=float8", ["dtype=float8", "float32, float16, bfloat16"]),
+    ("click_mode", "click_mode=sideways", ["click_mode=sideways", "object, per_click"]),
+    ("fps", "fps=0", ["fps=0", "> 0"]),
+    ("guidance", "guidance=-3", ["guidance=-3", ">= 1.0"]),
+    ("guidance", "guidance=0.5", ["guidance=0.5", ">= 1.0"]),
+    ("guidance_rescale", "guidance_rescale=2", ["guidance_rescale=2", "[0, 1]"]),
+    ("device", "device=cuda:x", ["device=cuda:x", "cuda:N"]),
+    ("fps", "fps=fast", ["fps='fast'", "number"]),
 ]
 
 
@@ -219,15 +223,7 @@ def _sample_overrides(inputs: dict[str, str], override: str) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()] + extra
 
 
-# what fyc-sample checks before loading a model: fyc_train.cli.sample.build_request
-_UNCHECKED_BEFORE_LOAD = {"device", "dtype", "click_mode", "fps", "guidance"}
-
-
-@pytest.mark.parametrize("key, override, needles", [
-    pytest.param(*case, marks=pytest.mark.xfail(
-        strict=True, reason=f"fyc-sample does not validate `{case[0]}` before loading the model (reported to "
-                            "the sampling owner: fyc_train/cli/sample.py build_request)"))
-    if case[0] in _UNCHECKED_BEFORE_LOAD else case for case in SAMPLE_CASES], ids=[c[1] for c in SAMPLE_CASES])
+@pytest.mark.parametrize("key, override, needles", SAMPLE_CASES, ids=[c[1] for c in SAMPLE_CASES])
 def test_sample_rejects_invalid_values_before_loading_the_model(sample_inputs, key, override, needles):
     from fyc_train.cli.sample import CONFIG_DIR, build_request
 
@@ -241,17 +237,17 @@ def test_sample_rejects_invalid_values_before_loading_the_model(sample_inputs, k
 
 def test_sample_cli_exits_2_before_loading(sample_inputs, tmp_path):
     began = time.perf_counter()
-    script = Path(sys.executable).parent / "fyc-sample"  # the installed entry point (the module has no __main__)
-    proc = subprocess.run([str(script), *_sample_overrides(sample_inputs, "speed=warp")], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "fyc_train.cli.sample",
+                           *_sample_overrides(sample_inputs, "dtype=float8")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
     wall = time.perf_counter() - began
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "speed=warp" in proc.stdout + proc.stderr
+    assert "dtype=float8: allowed values are float32, float16, bfloat16" in proc.stdout + proc.stderr
     checked = sorted(set(_RESULTS["fyc-sample"]))
     record_fault(
-        "configuration", f"fyc-sample: {len(SAMPLE_CASES)} invalid values ({', '.join(c[0] for c in SAMPLE_CASES)})",
+        "configuration", f"fyc-sample: {len(SAMPLE_CASES)} invalid values ({', '.join(sorted({c[0] for c in SAMPLE_CASES}))})",
         "rejected before the model is loaded, naming the key and the allowed values",
-        f"{len(checked)} rejected before loading ({', '.join(checked)}); NOT checked before the model load: "
-        f"{', '.join(sorted(_UNCHECKED_BEFORE_LOAD))} (known gap, xfail-strict tests)",
-        {"cases": len(SAMPLE_CASES), "rejected_before_load": len(checked), "cli_reject_s": round(wall, 1)},
+        f"{len(checked)} keys rejected before loading ({', '.join(checked)}); the CLI exits 2 with e.g. "
+        "`dtype=float8: allowed values are float32, float16, bfloat16`",
+        {"cases": len(SAMPLE_CASES), "keys_rejected_before_load": len(checked), "cli_reject_s": round(wall, 1)},
         "test_faults_config.py::test_sample_*")

@@ -6,6 +6,7 @@ model is loaded, so a typo costs seconds, not a model load.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,48 @@ def regions_from_config(cfg: DictConfig, image: Image.Image) -> np.ndarray:
     return np.stack(masks)
 
 
+DTYPES = ("float32", "float16", "bfloat16")
+CLICK_MODES = ("object", "per_click")
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _number(cfg: DictConfig, key: str) -> float:
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}={value!r}: must be a number.")
+    return float(value)
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Settings read only after the model load (device, dtype, fps, guidance, ...): checked first,
+    so a typo fails in seconds instead of after loading a multi-GB checkpoint."""
+    device = str(cfg.device)
+    if not _DEVICE_PATTERN.fullmatch(device):
+        raise ValueError(f"device={device}: allowed values are auto, cpu, cuda, cuda:N (N = GPU index).")
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"device={device}: this machine has {count} CUDA device(s); use auto, cpu"
+                             + (f" or cuda:0..cuda:{count - 1}." if count else "."))
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype={cfg.dtype}: allowed values are {', '.join(DTYPES)}.")
+    if cfg.click_mode not in CLICK_MODES:
+        raise ValueError(f"click_mode={cfg.click_mode}: allowed values are {', '.join(CLICK_MODES)}.")
+    if _number(cfg, "fps") <= 0:
+        raise ValueError(f"fps={cfg.fps}: must be > 0 (frames per second of the written video).")
+    # The pipeline runs classifier-free guidance only for guidance > 1; 1.0 means "no CFG".
+    if _number(cfg, "guidance") < 1.0:
+        raise ValueError(f"guidance={cfg.guidance}: must be >= 1.0 (1.0 = no classifier-free guidance).")
+    if not 0.0 <= _number(cfg, "guidance_rescale") <= 1.0:
+        raise ValueError(f"guidance_rescale={cfg.guidance_rescale}: must be in [0, 1] (0 = plain CFG).")
+
+
 def build_request(cfg: DictConfig) -> Request:
     """Check every user input; raise SamplingInputError/ValueError naming the culprit."""
     output = check_output_path(cfg.output)
     detect_format(cfg.checkpoint)
+    check_run_settings(cfg)
     if cfg.speed is not None and cfg.speed not in SPEED_QUANTILES:
         raise ValueError(f"speed={cfg.speed}: choose slow, medium or fast (or set magnitude=).")
     if int(cfg.steps) < 1 or (cfg.num_frames is not None and int(cfg.num_frames) < 1):
@@ -185,3 +224,7 @@ def main(cfg: DictConfig) -> None:
     except (SamplingInputError, ValueError, FileNotFoundError) as err:
         log.error("%s", err)
         raise SystemExit(2) from err
+
+
+if __name__ == "__main__":
+    main()
