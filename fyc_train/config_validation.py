@@ -6,6 +6,10 @@ enum values, and facts about the data. Checks, each error naming the key:
 - every node with a `_target_`: keys must be parameters of the target (the target's signature
   is the schema, so it never drifts from the code), values must match Literal/number/bool
   annotations (allowed values listed);
+- nodes without a `_target_` (paths, export): keys must be the ones the conf/ files declare
+  (every option of the group, e.g. conf/paths/*.yaml, or the node in conf/train.yaml), so a
+  `+paths.chekpoint_dir=...` typo is named instead of silently ignored; `callbacks` / `logger`
+  entries must be components (`_target_`) or null;
 - top-level keys, probabilities in [0, 1], positive sizes, W&B mode;
 - `data.shards` / `data.val_shards` expand to existing files (missing shard named);
 - the clip size (data.resolution, else the first shard's json) divisible by the autoencoder's
@@ -19,6 +23,8 @@ import inspect
 import types
 import typing
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_object
@@ -31,6 +37,8 @@ TOP_LEVEL_KEYS = {
 }
 HYDRA_KEYS = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 WANDB_MODES = ("online", "offline", "disabled", "shared")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+COMPONENT_CONTAINERS = ("callbacks", "logger")  # name -> component; any name, null disables one
 
 
 class ConfigError(ValueError):
@@ -122,6 +130,46 @@ def check_targets(node: Any, path: str, errors: list[str]) -> None:
     elif isinstance(node, list):
         for i, value in enumerate(node):
             check_targets(value, f"{path}[{i}]", errors)
+
+
+@cache
+def declared_keys(node: str) -> frozenset[str]:
+    """Keys the conf/ files declare for a top-level node without `_target_`: the union over the
+    options of its group (conf/<node>/*.yaml), else the node in conf/train.yaml. Read from the
+    YAML itself so the schema never drifts from the defaults."""
+    from omegaconf import OmegaConf
+
+    group = CONF_DIR / node
+    if group.is_dir():
+        keys: set[str] = set()
+        for option in sorted(group.glob("*.yaml")):
+            loaded = OmegaConf.load(option)
+            keys |= {str(k) for k in loaded if k != "defaults"} if isinstance(loaded, Mapping) else set()
+        return frozenset(keys)
+    declared = OmegaConf.load(CONF_DIR / "train.yaml").get(node)
+    return frozenset(str(k) for k in declared) if isinstance(declared, Mapping) else frozenset()
+
+
+def check_plain_nodes(plain: Mapping, errors: list[str]) -> None:
+    """Top-level nodes without `_target_`: unknown keys named with the allowed ones."""
+    for name, node in plain.items():
+        if not isinstance(node, Mapping) or "_target_" in node:
+            continue
+        allowed = declared_keys(str(name))
+        if name in COMPONENT_CONTAINERS:
+            for key, value in node.items():
+                if value is None or (isinstance(value, Mapping) and "_target_" in value):
+                    continue
+                # settings left on an entry the chosen option disabled (experiment sets
+                # callbacks.ema.decay, callbacks=minimal sets ema: null): off, as the CLI treats it
+                if isinstance(value, Mapping) and key in allowed:
+                    continue
+                errors.append(f"{name}.{key}={value!r}: not a {name} entry; each must be a component with a "
+                              f"`_target_` (or null to disable it); known entries: {sorted(allowed)}")
+            continue
+        if not allowed:  # a node the conf/ files do not declare (e.g. hydra): nothing to check against
+            continue
+        errors += [_unknown_key_message(str(name), str(k), set(allowed)) for k in node if k not in allowed]
 
 
 def autoencoder_factor(model_cfg: Mapping) -> int | None:
@@ -219,6 +267,7 @@ def validate_config(cfg: DictConfig, check_data: bool = True) -> dict[str, Any]:
     errors += [_unknown_key_message("<top level>", k, TOP_LEVEL_KEYS).replace("<top level>.", "")
                for k in plain if k not in TOP_LEVEL_KEYS]
     check_targets({k: v for k, v in plain.items() if k != "module"}, "", errors)
+    check_plain_nodes(plain, errors)
     module = dict(plain.get("module") or {})
     module.pop("model", None)
     check_targets(module, "module", errors)
