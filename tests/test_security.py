@@ -254,17 +254,21 @@ def test_unsafe_keys_refused_on_write_and_member_names_refused_on_read(tmp_path)
         assert not list(tmp_path.glob("w.tar*"))
     hostile = tmp_path / "hostile.tar"
     bad_members = ["../escape.mp4", "dir/nested.mp4", "/abs.mp4", ".hidden.mp4", "a\\b.mp4"]
-    _tar(hostile, {"good.mp4": b"m", "good.json": b"{}", **{name: b"x" for name in bad_members}})
+    _tar(hostile, {"good.mp4": b"m", "good.json": b"{}", **{name: b"x" for name in bad_members},
+                   "dir/nested.json": b"{}", "after.mp4": b"n", "after.json": b"{}"})
     skipped: list[Exception] = []
     samples = list(checked_tar_samples([{"url": str(hostile)}], handler=lambda exc: skipped.append(exc) or True))
-    assert [s["__key__"] for s in samples] == ["good"]
-    assert skipped and isinstance(skipped[0], ShardError) and "not a plain file name" in str(skipped[0])
+    assert [s["__key__"] for s in samples] == ["good", "after"]  # the sample after the bad members is kept
+    assert samples[1]["mp4"] == b"n" and samples[1]["json"] == b"{}"
+    assert len(skipped) == len(bad_members)  # one per bad sample (dir/nested's two members count once)
+    assert all(isinstance(e, ShardError) and "not a plain file name" in str(e) and str(hostile) in str(e)
+               for e in skipped)
     assert not (tmp_path.parent / "escape.mp4").exists()
     record_fault(
         "security", f"sample keys {bad_keys!r} on write; tar members {bad_members!r} in a shard read by training",
-        "keys validated on write ([A-Za-z0-9_-]); unsafe member names refused on read",
+        "keys validated on write ([A-Za-z0-9_-]); unsafe member names refused on read, the rest of the shard kept",
         f"all {len(bad_keys)} keys refused by write_shard, no file left (the trailing-newline key passed "
-        "before this suite's fix in shards.py: `$` matched before the newline); the training loader stops reading the shard "
-        f"at the first unsafe member and counts it (the good sample before it is kept)",
-        {"keys_refused": len(bad_keys), "reads_skipped": len(skipped)},
+        "before this suite's fix in shards.py: `$` matched before the newline); the training loader skips each unsafe "
+        f"member, counts each bad sample once with its reason, and keeps the good samples before and after them",
+        {"keys_refused": len(bad_keys), "samples_skipped": len(skipped), "good_samples_kept": len(samples)},
         "test_security.py::test_unsafe_keys_refused_on_write_and_member_names_refused_on_read")

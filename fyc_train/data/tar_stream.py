@@ -2,13 +2,14 @@
 
 webdataset's tar iterator reads members in stream mode and a shard cut short (interrupted
 copy, partial download) simply ends early: the lost samples vanish without a trace. Here every
-member's data length is checked against its header, a broken stream raises, and member names
-with path separators are refused; each problem goes to the handler (skip + count) naming the
-shard. The remaining stages (url opening, grouping by key) are webdataset's own.
+member's data length is checked against its header, a broken stream raises, and members whose
+names carry path separators or a leading dot are skipped (the rest of the shard is still read);
+each problem goes to the handler (skip + count) naming the shard. The remaining stages (url opening, grouping by key) are webdataset's own.
 """
 
 from __future__ import annotations
 
+import re
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -41,13 +42,23 @@ class _TailTracker:
 def _members(source: dict[str, Any], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
     url = source.get("url", "?")
     raw = _TailTracker(source["stream"])
+    refused: set[str] = set()  # unsafe sample names already reported in this shard
     try:
         stream = tarfile.open(fileobj=raw, mode="r|*")
         for info in stream:
             if not info.isreg() or info.name.startswith("__"):
                 continue
             if "/" in info.name or "\\" in info.name or info.name.startswith("."):
-                raise ShardError(f"shard {url}: member name {info.name!r} is not a plain file name")
+                # Skip just this member (stream mode moves past its data on the next header):
+                # the good samples after it in the shard are still read. Reported once per
+                # sample (its members share the part before the first dot of the base name).
+                sample = re.split(r"[/\\]", info.name)[-1].split(".")[0]
+                if sample not in refused:
+                    refused.add(sample)
+                    if not handler(ShardError(f"shard {url}: member name {info.name!r} is not a plain file "
+                                              "name (no path separators, no leading dot); sample skipped")):
+                        raise ShardError(f"shard {url}: member name {info.name!r} is not a plain file name")
+                continue
             data = stream.extractfile(info).read()
             if len(data) != info.size:
                 raise ShardError(f"shard {url} is truncated: member {info.name!r} has "
