@@ -42,7 +42,8 @@ def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
                               "report_thumbnails=0"], timeout=1200)
     run("fyc_train.cli.train", ["experiment=moving_shapes", f"data.shards={root / 'pre' / 'shards' / '*.tar'}",
                                 f"paths.output_dir={root / 'runs'}", "run_name=ms", "logger=none",
-                                f"trainer.max_steps={TRAIN_STEPS}", "data.num_workers=0", "export.enabled=false",
+                                f"trainer.max_steps={TRAIN_STEPS}", f"checkpoint_every_n_steps={TRAIN_STEPS}",
+                                "data.num_workers=0", "export.enabled=false",
                                 "data.steps_per_epoch=1000", "trainer.limit_val_batches=0"], timeout=1800)
     ckpt = root / "runs" / "ms" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), f"fyc-train wrote no {ckpt}"
@@ -69,5 +70,6 @@ def test_brief_training_learns_first_frame_reconstruction(trained_checkpoint):
     for summary_ in (trained, untrained):  # every metric was measured on every video
         for key in ("direction_accuracy", "speed_rel_error", "i1_mse"):
             assert math.isfinite(summary_[key]), table
-    # untrained: noise (I1-MSE ~1e4); trained ~150 steps: a blurred copy of the image (~4e2)
-    assert trained["i1_mse"] < 0.25 * untrained["i1_mse"], table
+    # measured with these settings: untrained 2,747 (noise); the recipe after 100 steps 508 (a
+    # blurred copy of the image), 0.18x: a factor 2 leaves a wide margin for 150 steps
+    assert trained["i1_mse"] < 0.5 * untrained["i1_mse"], table
