@@ -96,6 +96,9 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(lit_module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     if not cfg.trainer.get("fast_dev_run"):
+        # ModelCheckpoint(every_n_train_steps) saves nothing when max_steps / max_time ends the
+        # run between two saves: the final weights would be lost. Collective: every rank calls.
+        trainer.save_checkpoint(Path(cfg.paths.checkpoint_dir) / "last.ckpt")
         export_model(lit_module, trainer, cfg)
     # one line per rank (DDP tests and cluster logs check that every rank got here)
     print(f"fyc-train: rank {trainer.global_rank} finished at step {trainer.global_step}; "
