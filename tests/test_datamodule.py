@@ -12,6 +12,8 @@ import pytest
 import torch
 import webdataset as wds
 
+from fault_table import record_fault
+
 from fyc_train.data import FYCDataModule, decode_sample, expand_shards
 from fyc_train.data.decode import SampleError
 from fyc_train.utils.synthetic_shards import write_shards
@@ -85,6 +87,15 @@ def test_corrupt_samples_and_truncated_shard_are_skipped_and_counted(shards, tmp
     dm2 = FYCDataModule([broken, truncated], batch_size=1, num_workers=2, pin_memory=False, steps_per_epoch=6)
     assert len(list(dm2.train_dataloader())) == 6
     assert dm2.skipped.count >= 2
+    record_fault(
+        "training", "a shard with a corrupt mp4 and an undecodable mask png (plus a good sample), and a shard cut "
+                    "at 60% inside a member, read by 2 loader workers",
+        "each bad sample / the truncated shard skipped and counted (across worker processes); training goes on",
+        "the good samples (incl. the truncated shard's intact ones) came through once each, the bad ones were "
+        "skipped and counted in shared memory; the resampled training stream delivered every batch",
+        {"val_samples_kept": len(keys), "val_skipped": dm.skipped.count, "train_batches": 6,
+         "train_skipped": dm2.skipped.count},
+        "test_datamodule.py::test_corrupt_samples_and_truncated_shard_are_skipped_and_counted")
 
 
 def test_bad_json_and_non_finite_magnitude_are_sample_errors(shards):
@@ -107,4 +118,11 @@ def test_missing_shard_and_empty_pattern_are_named(shards, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"data.shards: pattern .*nothing-\*.tar.* matches no file"):
         expand_shards(str(tmp_path / "nothing-*.tar"))
     assert expand_shards(str(folder / "shard-*.tar")) == shards
+    record_fault(
+        "training", "data.shards naming a shard that does not exist (brace range past the last shard) and a glob "
+                    "matching nothing",
+        "a missing shard is named in an error before training",
+        "FileNotFoundError `data.shards: shard .../shard-000002.tar does not exist` (the first missing one) and "
+        "`pattern ... matches no file`", {"patterns_rejected": 2},
+        "test_datamodule.py::test_missing_shard_and_empty_pattern_are_named")
     assert expand_shards(["pipe:curl -s http://x/a.tar", "s3://b/c.tar"]) == ["pipe:curl -s http://x/a.tar", "s3://b/c.tar"]

@@ -14,7 +14,7 @@ from fault_table import RECORDS, render
 
 COMMAND = ("FYC_FAULT_TABLE=docs/faults.md .venv/bin/python -m pytest tests/test_preprocess_e2e.py "
            "tests/test_faults_preprocess.py tests/test_faults_config.py tests/test_security.py "
-           "tests/test_zz_fault_table.py")
+           "tests/test_train_e2e.py tests/test_datamodule.py tests/test_zz_fault_table.py")
 
 
 def test_fault_table_renders_every_recorded_fault(tmp_path):
