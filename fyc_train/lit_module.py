@@ -51,6 +51,8 @@ class FYCLitModule(pl.LightningModule):
         zero_terminal_snr: bool = True,
         num_train_timesteps: int = 1000,
         min_snr_gamma: float | None = None,
+        timestep_power: float = 1.0,  # > 1 biases training towards high-noise timesteps
+        motion_region_loss_weight: float = 1.0,  # > 1 up-weights the loss inside the motion mask
         # conditioning
         caption_dropout: float = 0.1,
         motion_prompt_dropout: float = 0.1,
@@ -139,7 +141,7 @@ class FYCLitModule(pl.LightningModule):
             prompts = self.drop(prompts, hp.motion_prompt_dropout, gen)
 
         noise = torch.randn(latents.shape, generator=gen, device=gen.device, dtype=latents.dtype)
-        t = torch.randint(0, hp.num_train_timesteps, (b,), generator=gen, device=gen.device)
+        t = self.sample_timesteps(b, gen)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         layout = self.layout
         sample = assemble_input(noisy, mask, first, layout["channel_order"], layout["mask_frames"],
@@ -154,10 +156,25 @@ class FYCLitModule(pl.LightningModule):
         )
         pred = getattr(pred, "sample", pred)
         target = noise if hp.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3, 4))
+        error = F.mse_loss(pred.float(), target.float(), reduction="none")
+        if hp.motion_region_loss_weight != 1.0:
+            # the moving region can be a few % of the pixels: without this the loss is mostly
+            # about copying the still background (weight 1 = the paper's plain MSE)
+            weight = 1.0 + (hp.motion_region_loss_weight - 1.0) * mask.unsqueeze(2)  # (B, 1, 1, h, w)
+            error = error * weight / weight.mean(dim=(1, 2, 3, 4), keepdim=True)
+        per_sample = error.mean(dim=(1, 2, 3, 4))
         if hp.min_snr_gamma:
             per_sample = per_sample * self.min_snr_weight(t)
         return per_sample.mean()
+
+    def sample_timesteps(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        """Uniform over the training timesteps, or biased towards high noise when
+        timestep_power > 1 (t = T-1 - floor(u**p * T)): few-step samplers start there."""
+        total, power = self.hparams.num_train_timesteps, self.hparams.timestep_power
+        if power == 1.0:
+            return torch.randint(0, total, (batch_size,), generator=gen, device=gen.device)
+        u = torch.rand(batch_size, generator=gen, device=gen.device)
+        return (total - 1 - (u**power * total).long()).clamp(0, total - 1)
 
     def min_snr_weight(self, t: torch.Tensor) -> torch.Tensor:
         """Min-SNR-gamma weights that stay finite with zero terminal SNR (snr = 0 at t = T-1):
