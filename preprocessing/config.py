@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -29,10 +29,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class InputConfig:
-    manifest: Optional[str] = None
-    dir: Optional[str] = None
+    manifest: str | None = None
+    dir: str | None = None
     format: str = "auto"
-    video_root: Optional[str] = None
+    video_root: str | None = None
     allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
     fetch_timeout_s: float = 30.0
     max_bytes: int = 512 * 1024 * 1024
@@ -69,7 +69,7 @@ class LLMConfig:
     batch_size: int = 8
     timeout_s: float = 60.0
     retries: int = 2
-    cache: Optional[str] = None
+    cache: str | None = None
 
 
 @dataclass
@@ -82,7 +82,7 @@ class PromptConfig:
 @dataclass
 class FilterConfig:
     min_magnitude: float = 0.0
-    max_magnitude: Optional[float] = None
+    max_magnitude: float | None = None
     min_source_frames: int = 0
     min_resolution: int = 0
 
@@ -99,8 +99,8 @@ class DecodeConfig:
 
 @dataclass
 class RayConfig:
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
+    address: str | None = None
+    num_cpus: int | None = None
     flow_actors: int = 1
     flow_gpus_per_actor: float = 1.0
     log_to_driver: bool = False
@@ -118,7 +118,7 @@ class PreprocessConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     retry_errors: bool = False
-    limit: Optional[int] = None
+    limit: int | None = None
     report_thumbnails: int = 12
 
 

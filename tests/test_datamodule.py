@@ -3,7 +3,6 @@ counted (also from DataLoader worker processes); missing shards are named."""
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path

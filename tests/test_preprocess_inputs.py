@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from preprocessing.lock import OutputLock, OutputLockedError
-from preprocessing.shards import ShardWriteError, write_shard
+from preprocessing.shards import write_shard
 from preprocessing.sources.fetch import FetchError, local_video
 from preprocessing.sources.rows import InputError, load_rows, make_key
 
@@ -37,13 +37,13 @@ def test_keys_are_safe_unique_and_deterministic():
 
 
 def test_csv_rows_resolve_paths_and_account_for_bad_rows(tmp_path):
-    data = ("video,caption,id,source\n"
-            "clips/a.mp4,a dog runs,,web\n"
-            "/abs/b.mp4,a cat jumps,b,web\n"
-            "https://example.com/c.mp4,a bird flies,c,\n"
-            ",no video here,d,\n"
-            "clips/e.mp4,,e,\n"
-            "clips/f.mp4,a man walks,b,\n").encode()
+    data = (b"video,caption,id,source\n"
+            b"clips/a.mp4,a dog runs,,web\n"
+            b"/abs/b.mp4,a cat jumps,b,web\n"
+            b"https://example.com/c.mp4,a bird flies,c,\n"
+            b",no video here,d,\n"
+            b"clips/e.mp4,,e,\n"
+            b"clips/f.mp4,a man walks,b,\n")
     data += "clips/g.mp4,caf\xe9 bad bytes,g,\n".encode("latin-1")  # not UTF-8
     data += f"clips/h.mp4,{'a horse gallops ' * 10},h,\n".encode()
     (tmp_path / "m.csv").write_bytes(data)

@@ -72,7 +72,7 @@ class SDAutoencoder(nn.Module):
         self.scaling_factor = float(vae.config.scaling_factor)
 
     @classmethod
-    def from_folder(cls, path: str | Path, subfolder: str | None = "vae", chunk_size: int = 16) -> "SDAutoencoder":
+    def from_folder(cls, path: str | Path, subfolder: str | None = "vae", chunk_size: int = 16) -> SDAutoencoder:
         from diffusers import AutoencoderKL
 
         from .checkpointing import require_files

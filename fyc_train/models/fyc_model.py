@@ -65,7 +65,7 @@ class FYCModel(nn.Module):
         for p in self.trainable_parameters():
             p.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "FYCModel":
+    def train(self, mode: bool = True) -> FYCModel:
         super().train(mode)
         self.autoencoder.eval()
         if self.trainable != "all":

@@ -116,7 +116,7 @@ class TinyTextEncoder(_FrozenTextEncoder):
         self.model.save_pretrained(str(Path(root) / "text_encoder"))
 
     @classmethod
-    def load(cls, root: str | Path, max_length: int) -> "TinyTextEncoder":
+    def load(cls, root: str | Path, max_length: int) -> TinyTextEncoder:
         from transformers import CLIPTextModel
 
         from .checkpointing import require_files
@@ -135,7 +135,7 @@ class CLIPTextEncoder(_FrozenTextEncoder):
 
     @classmethod
     def from_folder(cls, path: str | Path, text_encoder_subfolder: str = "text_encoder",
-                    tokenizer_subfolder: str = "tokenizer") -> "CLIPTextEncoder":
+                    tokenizer_subfolder: str = "tokenizer") -> CLIPTextEncoder:
         from transformers import CLIPTextModel, CLIPTokenizer
 
         from .checkpointing import require_files

@@ -61,7 +61,7 @@ class FYCUNetConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FYCUNetConfig":
+    def from_dict(cls, data: dict) -> FYCUNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -219,5 +219,5 @@ class FYCUNet(nn.Module):
             self.context.clear()
 
     @classmethod
-    def from_motion_unet(cls, unet: UNetMotionModel, **options) -> "FYCUNet":
+    def from_motion_unet(cls, unet: UNetMotionModel, **options) -> FYCUNet:
         return cls(unet, FYCUNetConfig(**options))

@@ -7,7 +7,7 @@ little to a person; quantiles of what training saw (stored with the checkpoint a
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

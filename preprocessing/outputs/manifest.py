@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,7 @@ def part_path(out_dir: str | Path, chunk: int) -> Path:
     return Path(out_dir) / "parts" / f"part-{chunk:06d}.parquet"
 
 
-def flow_direction(sample: dict[str, Any], min_pixels: float = 0.05) -> Optional[str]:
+def flow_direction(sample: dict[str, Any], min_pixels: float = 0.05) -> str | None:
     """Dominant direction of the mean flow inside the mask (left/right/up/down), None if still."""
     vectors = sample.get("flow_mean_vectors")
     if vectors is None:
@@ -42,7 +43,7 @@ def flow_direction(sample: dict[str, Any], min_pixels: float = 0.05) -> Optional
     return "down" if dy > 0 else "up"
 
 
-def _float(value: Any) -> Optional[float]:
+def _float(value: Any) -> float | None:
     if value is None:
         return None
     value = float(value)

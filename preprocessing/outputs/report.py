@@ -13,7 +13,7 @@ import json
 import tarfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -50,7 +50,7 @@ def _hbar(ax, counts: Counter, title: str, color: str) -> None:
     ax.set_title(title)
 
 
-def _first_frame(mp4: bytes) -> Optional[np.ndarray]:
+def _first_frame(mp4: bytes) -> np.ndarray | None:
     import av
 
     try:
@@ -62,7 +62,7 @@ def _first_frame(mp4: bytes) -> Optional[np.ndarray]:
     return None
 
 
-def _thumbnail(mp4: bytes, mask_png: bytes) -> Optional[bytes]:
+def _thumbnail(mp4: bytes, mask_png: bytes) -> bytes | None:
     from PIL import Image
 
     frame = _first_frame(mp4)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
+from collections.abc import Sequence
 
 from preprocessing.prompts.builtin import extract_motion
 from preprocessing.prompts.llm import LLMPromptExtractor, PromptResult

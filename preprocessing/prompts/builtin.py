@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Optional
 
 # Motion verbs (lemmas). Static verbs (stand, sit, lie, hold) are separate: they count only with
 # a particle ("stands up", "sits down").
@@ -44,7 +43,7 @@ NOT_VERBS = {"leaves", "saw", "ring", "spring", "building", "ceiling", "painting
              "evening", "morning", "wing", "king", "thing", "bedding", "wedding", "pudding",
              "boxes", "box", "landing", "plants", "plant", "points", "rows", "row", "fish",
              "snow", "rain", "stream", "streams", "steam", "smoke", "beat", "drill", "flash",
-             "type", "land", "lands", "shot", "shots", "bit", "pan", "close", "open", "point", "feed", "box", "fight",
+             "type", "land", "lands", "shot", "shots", "bit", "pan", "close", "open", "point", "feed", "fight",
              "play", "race", "circle", "walk", "dance", "swing", "lead"}
 # ... unless directly after a subject-ish word; see _is_verb_context.
 IRREGULAR = {
@@ -141,7 +140,7 @@ def _is_verb_context(tokens: list[str], i: int) -> bool:
     return i > 0 and tokens[i - 1] not in _DETERMINERS and tokens[i - 1] in _SUBJECT_HINTS | {"s"}
 
 
-def _direction_after(tokens: list[str], i: int) -> Optional[str]:
+def _direction_after(tokens: list[str], i: int) -> str | None:
     for word in tokens[i + 1 : i + 1 + _DIRECTION_WINDOW]:
         if word in _CLAUSE_BREAK:
             return None
@@ -150,7 +149,7 @@ def _direction_after(tokens: list[str], i: int) -> Optional[str]:
     return None
 
 
-def extract_motion(caption: str) -> Optional[str]:
+def extract_motion(caption: str) -> str | None:
     """Short motion prompt for `caption`, or None when it names no motion."""
     tokens = _TOKEN.findall(caption.lower())
     lexicon = _lexicon()

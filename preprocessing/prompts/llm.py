@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import requests
 
@@ -34,7 +35,7 @@ SYSTEM_PROMPT = (
 
 @dataclass
 class PromptResult:
-    motion: Optional[str]
+    motion: str | None
     source: str  # "llm", "cache", "builtin", "builtin_fallback"
     note: str = ""
 
@@ -56,7 +57,7 @@ def build_messages(captions: Sequence[str], examples: Sequence[dict[str, Any]]) 
     ]
 
 
-def parse_reply(content: str, count: int) -> list[Optional[str]]:
+def parse_reply(content: str, count: int) -> list[str | None]:
     """Motion phrases from the model's reply; ValueError if it is not the JSON asked for."""
     text = re.sub(r"^```(?:json)?\s*|\s*```$", "", content.strip())
     data = json.loads(text)
@@ -64,7 +65,7 @@ def parse_reply(content: str, count: int) -> list[Optional[str]]:
         data = [data]
     if not isinstance(data, list) or len(data) != count:
         raise ValueError(f"expected a JSON array of {count} objects")
-    motions: list[Optional[str]] = []
+    motions: list[str | None] = []
     for item in data:
         if not isinstance(item, dict) or not isinstance(item.get("motion", None), str):
             raise ValueError("an item lacks a string 'motion'")
@@ -79,7 +80,7 @@ class PromptCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._data: dict[str, Optional[str]] = {}
+        self._data: dict[str, str | None] = {}
         if self.path.is_file():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -92,11 +93,11 @@ class PromptCache:
     def key(model: str, caption: str) -> str:
         return hashlib.sha1(f"{model}\0{caption}".encode()).hexdigest()
 
-    def get(self, model: str, caption: str) -> tuple[bool, Optional[str]]:
+    def get(self, model: str, caption: str) -> tuple[bool, str | None]:
         k = self.key(model, caption)
         return (k in self._data, self._data.get(k))
 
-    def put(self, model: str, caption: str, motion: Optional[str]) -> None:
+    def put(self, model: str, caption: str, motion: str | None) -> None:
         k = self.key(model, caption)
         with self._lock:
             self._data[k] = motion
@@ -115,7 +116,7 @@ class LLMPromptExtractor:
         self.examples = load_examples()
         self.requests_sent = 0
 
-    def _ask(self, captions: Sequence[str]) -> list[Optional[str]]:
+    def _ask(self, captions: Sequence[str]) -> list[str | None]:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -138,7 +139,7 @@ class LLMPromptExtractor:
         raise ConnectionError(last_error)
 
     def extract_many(self, captions: Sequence[str]) -> list[PromptResult]:
-        results: list[Optional[PromptResult]] = [None] * len(captions)
+        results: list[PromptResult | None] = [None] * len(captions)
         todo: list[int] = []
         for i, caption in enumerate(captions):
             hit, motion = self.cache.get(self.model, caption) if self.cache else (False, None)

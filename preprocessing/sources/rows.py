@@ -17,7 +17,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
+from collections.abc import Iterable
 from urllib.parse import urlparse
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".gif", ".flv")
@@ -69,7 +70,7 @@ def _valid_text(value: str) -> bool:
         return False
 
 
-def _cell(value: Any) -> Optional[str]:
+def _cell(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, float) and value != value:  # NaN from parquet/pandas
@@ -82,9 +83,9 @@ def _cell(value: Any) -> Optional[str]:
 class _Raw:
     """One record before validation: its cells as text (None = missing)."""
 
-    video: Optional[str]
-    caption: Optional[str]
-    id: Optional[str]
+    video: str | None
+    caption: str | None
+    id: str | None
     extra: dict[str, str]
     error: str = ""
 
@@ -138,7 +139,7 @@ def _manifest_records(path: Path, fmt: str) -> Iterable[dict[str, Any]]:
     return reader(path)
 
 
-def _webvid_video(record: dict[str, Any], video_root: Optional[str]) -> Optional[str]:
+def _webvid_video(record: dict[str, Any], video_root: str | None) -> str | None:
     videoid = _cell(record.get("videoid"))
     if video_root and videoid:
         root = Path(video_root)
@@ -149,7 +150,7 @@ def _webvid_video(record: dict[str, Any], video_root: Optional[str]) -> Optional
     return _cell(record.get("contentUrl"))
 
 
-def _raw_from_record(record: dict[str, Any], fmt: str, video_root: Optional[str]) -> _Raw:
+def _raw_from_record(record: dict[str, Any], fmt: str, video_root: str | None) -> _Raw:
     if "__error__" in record:
         return _Raw(None, None, None, {}, error=record["__error__"])
     if fmt == "webvid":
@@ -235,7 +236,7 @@ def _validate(index: int, raw: _Raw, base: Path, allowed_schemes: list[str], max
     return row
 
 
-def load_rows(input_cfg: Any, limit: Optional[int] = None) -> list[InputRow]:
+def load_rows(input_cfg: Any, limit: int | None = None) -> list[InputRow]:
     """All input rows in order (the first `limit` when set); duplicate ids become errors."""
     if input_cfg.dir is not None:
         base = Path(input_cfg.dir)

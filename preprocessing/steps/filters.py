@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
 from preprocessing.steps.base import Sample, Step, mark
 
@@ -33,7 +32,7 @@ class MagnitudeFilterStep(Step):
 
     name = "filter"
 
-    def __init__(self, min_magnitude: float = 0.0, max_magnitude: Optional[float] = None) -> None:
+    def __init__(self, min_magnitude: float = 0.0, max_magnitude: float | None = None) -> None:
         self.min_magnitude = float(min_magnitude)
         self.max_magnitude = None if max_magnitude is None else float(max_magnitude)
 
