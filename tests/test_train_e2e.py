@@ -7,6 +7,7 @@ record what they injected and measured in the fault table (tests/fault_table.py)
 from __future__ import annotations
 
 import glob
+import math
 import os
 import signal
 import subprocess
@@ -263,3 +264,18 @@ def test_sigkill_mid_run_then_same_command_resumes_to_the_same_step(shards, tmp_
         {"killed_at_step": killed_at, "final_step": final["global_step"], "checkpoints_checked": len(saved),
          "rerun_s": round(rerun_s, 1)},
         "test_train_e2e.py::test_sigkill_mid_run_then_same_command_resumes_to_the_same_step")
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_trials_and_reports_the_best(shards, tmp_path):
+    """`fyc-train -m hparams_search=optuna_lr`: trials that stop (max_steps) before their first
+    validation still report val/loss, so Optuna can rank them."""
+    proc = fyc_train([*TINY, f"data.shards={shards}", "hparams_search=optuna_lr", "trainer.max_steps=1",
+                      "data.steps_per_epoch=4", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=1",
+                      "callbacks=minimal", "logger=none", "export.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                     tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    results = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    best = float(results.split("best_value:")[1].split()[0])
+    assert math.isfinite(best) and best > 0, results
+    assert proc.stdout.count("rank 0 finished at step 1") == 2

@@ -104,6 +104,13 @@ def train(cfg: DictConfig) -> float | None:
     print(f"fyc-train: rank {trainer.global_rank} finished at step {trainer.global_step}; "
           f"skipped samples on this rank: {datamodule.skipped.count}", flush=True)
     metric = trainer.callback_metrics.get(cfg.objective)
+    if metric is None and str(cfg.objective).startswith("val/") and not cfg.trainer.get("fast_dev_run"):
+        # max_steps/max_time can end a run before its first validation; a sweep trial must
+        # still report its objective, so validate the final weights once
+        trainer.validate(lit_module, datamodule=datamodule, verbose=False)
+        metric = trainer.callback_metrics.get(cfg.objective)
+    if metric is None:
+        log.warning("objective %s was not logged (metrics: %s)", cfg.objective, sorted(trainer.callback_metrics))
     for logger in loggers:
         with contextlib.suppress(Exception):
             logger.finalize("success")
