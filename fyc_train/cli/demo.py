@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fyc-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="outputs/demo", help="everything goes here (default: outputs/demo)")
     p.add_argument("--num-videos", type=int, default=256, help="MovingShapes training clips")
-    p.add_argument("--train-minutes", type=float, default=5.0, help="training time budget (wall clock)")
+    p.add_argument("--train-minutes", type=float, default=4.0, help="training time budget (wall clock)")
     p.add_argument("--max-steps", type=int, default=100000, help="training step cap (the time budget usually ends it first)")
     p.add_argument("--eval-scenes", type=int, default=4, help="held-out scenes to sample and measure")
     p.add_argument("--raft-weights", default=None, help="local RAFT-small checkpoint (torchvision or original keys)")
