@@ -52,7 +52,8 @@ class FYCLitModule(pl.LightningModule):
         num_train_timesteps: int = 1000,
         min_snr_gamma: float | None = None,
         timestep_power: float = 1.0,  # > 1 biases training towards high-noise timesteps
-        motion_region_loss_weight: float = 1.0,  # > 1 up-weights the loss inside the motion mask
+        motion_region_loss_weight: float = 1.0,  # > 1 up-weights the loss inside the motion region
+        motion_region_change_threshold: float | None = None,  # region += latents that differ from frame 0
         # conditioning
         caption_dropout: float = 0.1,
         motion_prompt_dropout: float = 0.1,
@@ -160,12 +161,25 @@ class FYCLitModule(pl.LightningModule):
         if hp.motion_region_loss_weight != 1.0:
             # the moving region can be a few % of the pixels: without this the loss is mostly
             # about copying the still background (weight 1 = the paper's plain MSE)
-            weight = 1.0 + (hp.motion_region_loss_weight - 1.0) * mask.unsqueeze(2)  # (B, 1, 1, h, w)
+            region = self.motion_region(latents, mask)
+            weight = 1.0 + (hp.motion_region_loss_weight - 1.0) * region
             error = error * weight / weight.mean(dim=(1, 2, 3, 4), keepdim=True)
         per_sample = error.mean(dim=(1, 2, 3, 4))
         if hp.min_snr_gamma:
             per_sample = per_sample * self.min_snr_weight(t)
         return per_sample.mean()
+
+    def motion_region(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, F or 1, h, w) in {0, 1}: the motion mask, plus (with a change threshold) every
+        latent position of every frame whose channel-mean |z_f - z_0| exceeds it. A mask of the
+        clicked object covers where it starts but not where it goes; the changed positions
+        cover both ends of the motion, without a flow field at training time."""
+        region = mask.unsqueeze(2).float()
+        threshold = self.hparams.motion_region_change_threshold
+        if threshold is None:
+            return region
+        changed = (latents - latents[:, :, :1]).abs().mean(dim=1, keepdim=True) > threshold
+        return torch.maximum(region, changed.float())
 
     def sample_timesteps(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
         """Uniform over the training timesteps, or biased towards high noise when

@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 INPUT_FORMATS = ("auto", "csv", "jsonl", "parquet", "webvid", "folder")
 FLOW_MODELS = ("raft_small", "raft_large", "farneback")
 MASK_DEFINITIONS = ("robust", "paper")
+MASK_REGIONS = ("union", "first")
 PROMPT_EXTRACTORS = ("builtin", "llm")
 URL_SCHEMES = ("http", "https")
 
@@ -58,6 +59,7 @@ class FlowConfig:
     num_updates: int = 12
     size: int = 256
     mask: str = "robust"
+    mask_region: str = "union"
     batch_size: int = 8
 
 
@@ -180,6 +182,7 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
 
     _choice("flow.model", c.flow.model, FLOW_MODELS)
     _choice("flow.mask", c.flow.mask, MASK_DEFINITIONS)
+    _choice("flow.mask_region", c.flow.mask_region, MASK_REGIONS)
     if c.flow.weights != "default" and not Path(c.flow.weights).is_file():
         _fail("flow.weights", c.flow.weights, "'default' (torchvision's cache) or an existing checkpoint file")
     if c.flow.size < 128 or c.flow.size % 8:

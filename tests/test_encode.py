@@ -76,6 +76,7 @@ def test_mask_png_and_json_schema():
         "magnitude": 3.5,
         "flow": {"model": "raft_small", "weights": "default", "weights_id": "torchvision:X",
                  "num_updates": 12, "height": 256, "width": 256, "stride": 3, "mask": "robust",
+                 "mask_region": "union",
                  "pair_magnitudes": [3.0, 4.0] + [3.5] * 5},
         "source": {"video": "/data/one.mp4", "fps": 30.0, "frame_indices": list(range(3, 27, 3))},
         "clip": {"num_frames": 8, "height": 64, "width": 96},

@@ -38,7 +38,7 @@ def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
                                         "--frames", "8", "--speed-range", "0.5", "3.0"], timeout=120)
     run("preprocessing.cli", [f"input.manifest={root / 'corpus' / 'manifest.csv'}", f"output.dir={root / 'pre'}",
                               "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "flow.size=128",
-                              "flow.num_updates=3", f"flow.weights={raft_small_path}", "ray.num_cpus=2",
+                              "flow.num_updates=3", "flow.mask_region=first", f"flow.weights={raft_small_path}", "ray.num_cpus=2",
                               "report_thumbnails=0"], timeout=1200)
     run("fyc_train.cli.train", ["experiment=moving_shapes", f"data.shards={root / 'pre' / 'shards' / '*.tar'}",
                                 f"paths.output_dir={root / 'runs'}", "run_name=ms", "logger=none",

@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ray_cpus = [f"ray.num_cpus={args.cpus}"] if args.cpus else []
     timings["preprocess"] = run_stage("preprocess", [
         cmd("fyc-preprocess"), f"input.manifest={corpus / 'manifest.csv'}", f"output.dir={data}",
-        "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "shard.max_samples=64", *flow, *ray_cpus],
+        "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "shard.max_samples=64", "flow.mask_region=first",
+        *flow, *ray_cpus],
         out / "logs" / "preprocess.log")
     train_seconds = int(args.train_minutes * 60)
     timings["train"] = run_stage("train", [

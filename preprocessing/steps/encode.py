@@ -89,6 +89,7 @@ def shard_json(sample: Sample, flow_config: dict[str, Any] | None = None) -> dic
             "width": int(info["width"]),
             "stride": int(sample["stride"]),
             "mask": sample.get("motion_definition") or (flow_config or {}).get("mask", ""),
+            "mask_region": sample.get("mask_region") or (flow_config or {}).get("mask_region", "union"),
             "pair_magnitudes": [float(v) for v in sample["pair_magnitudes"]],
         },
         "source": {

@@ -16,6 +16,13 @@ robust (default): per pair t,
        pair magnitude = median |F_t| inside mask_t (blurred object borders and stray noise
        pixels are a minority of the mask, so the median is the object's speed); 0 if empty.
        magnitude = mean of the pair magnitudes; mask = union of the mask_t.
+Mask region (either definition):
+union  (paper) the union over pairs: the whole swept trajectory.
+first  pair 0 only: the pixels of frame 0 that move (forward flow lives on frame 0's grid),
+       i.e. the object a user clicks on the input image at inference. Use it when motions are
+       large next to the object: a union mask then spans the trajectory, so its shape tells the
+       model the axis and the extent of the motion, and a click mask (the object alone) at
+       inference is out of distribution (MovingShapes: objects of 9-14 px travel up to 21 px).
 Units: pixels per sampled-frame step (between frames `stride` source frames apart), at the flow
 resolution. Adds: mask uint8 (H, W) at clip size (255 = moves), magnitude, pair_magnitudes,
 flow_mean_vectors (F-1, 2) mean (dx, dy) inside each pair's mask, mean_flow (dx, dy),
@@ -30,6 +37,7 @@ import numpy as np
 from preprocessing.steps.base import Sample, Step
 
 DEFINITIONS = ("robust", "paper")
+REGIONS = ("union", "first")
 
 
 def robust_pair_masks(
@@ -89,10 +97,14 @@ class MotionStep(Step):
         high_fraction: float = 0.5,
         open_px: int = 3,
         core_fraction: float = 0.5,
+        region: str = "union",
     ) -> None:
         if definition not in DEFINITIONS:
             raise ValueError(f"flow.mask must be one of {DEFINITIONS}, got {definition!r}")
+        if region not in REGIONS:
+            raise ValueError(f"flow.mask_region must be one of {REGIONS}, got {region!r}")
         self.definition = definition
+        self.region = region
         self.core_fraction = core_fraction
         self.robust_kwargs = dict(abs_floor_px=abs_floor_px, noise_k=noise_k,
                                   high_percentile=high_percentile, high_fraction=high_fraction,
@@ -102,7 +114,8 @@ class MotionStep(Step):
         """flow (P, 2, h, w) -> mask (h, w) bool, magnitude, pair magnitudes, mean vectors."""
         magnitudes = np.linalg.norm(flow, axis=1)
         if self.definition == "paper":
-            union = paper_pair_masks(magnitudes).any(axis=0)
+            paper_masks = paper_pair_masks(magnitudes)
+            union = paper_masks.any(axis=0)
             pair_masks = np.broadcast_to(union, magnitudes.shape)
             pair = [float(m[union].mean()) if union.any() else 0.0 for m in magnitudes]
             magnitude = float(magnitudes[:, union].mean()) if union.any() else 0.0
@@ -112,6 +125,8 @@ class MotionStep(Step):
             pair = [core_median(m, k, self.core_fraction) for m, k in zip(magnitudes, pair_masks)]
             magnitude = float(np.mean(pair))
         vectors = _mean_vectors(flow, pair_masks)
+        if self.region == "first":
+            union = paper_masks[0] if self.definition == "paper" else pair_masks[0]
         return {"union": union, "magnitude": magnitude, "pair_magnitudes": pair,
                 "flow_mean_vectors": vectors}
 
@@ -130,4 +145,5 @@ class MotionStep(Step):
         sample["flow_mean_vectors"] = result["flow_mean_vectors"]
         sample["mean_flow"] = [float(v) for v in result["flow_mean_vectors"].mean(axis=0)]
         sample["motion_definition"] = self.definition
+        sample["mask_region"] = self.region
         return sample
