@@ -47,6 +47,7 @@ PREPROCESS_CASES = [  # (group, override, needles that must all appear in the er
     ("clip", "clip.num_frames=1", ["clip.num_frames", "at least 2"]),
     ("flow", "flow.model=raft_huge", ["flow.model", "raft_small, raft_large"]),
     ("flow", "flow.mask=fancy", ["flow.mask", "robust, paper"]),
+    ("flow", "flow.mask_region=last", ["flow.mask_region", "union, first"]),
     ("flow", "flow.size=64", ["flow.size", ">= 128"]),
     ("flow", "flow.weights=/nonexistent/raft.pth", ["flow.weights", "existing checkpoint"]),
     ("flow", "flow.modle=raft_small", ["modle"]),
