@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from preprocessing.synthetic import cli
+from preprocessing.synthetic import cli, moving_shapes
 from preprocessing.synthetic.moving_shapes import (
     DIRECTIONS,
     HELD_OUT_COLORS,
@@ -20,11 +20,14 @@ from preprocessing.synthetic.moving_shapes import (
     TRAIN_SHAPES,
     SceneSpec,
     describe_scene,
+    fits_every_direction,
     generate_corpus,
+    object_bbox,
     object_mask,
     reachable_region,
     render_frames,
     sample_scene,
+    with_motion,
 )
 
 SIZE, FRAMES = (64, 64), 16
@@ -214,3 +217,90 @@ def test_cli_writes_a_corpus_and_rejects_impossible_settings(tmp_path, capsys):
     assert len(df) == 2 and (tmp_path / df.video[0]).is_file()
     with pytest.raises(SystemExit, match="speed_range max 3.0"):
         cli.main(["--out", str(tmp_path / "x"), "--size", "32", "32", "--frames", "32"])
+
+
+MP_KW = dict(seed=2, height=64, width=64, num_frames=8, fps=8, speed_range=(0.5, 2.0), progress=False)
+
+
+def _centre(spec: SceneSpec, t: int) -> np.ndarray:
+    x0, y0, x1, y1 = object_bbox(spec, spec.target, t)
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+
+
+def test_motions_per_scene_groups_share_frame_0_and_move_in_distinct_directions(tmp_path):
+    df = pd.read_csv(generate_corpus(tmp_path, 8, motions_per_scene=4, **MP_KW), keep_default_na=False)
+    assert list(df["id"]) == [f"shapes_train_s2_{i:06d}" for i in range(8)]
+    assert json.loads((tmp_path / "corpus.json").read_text())["motions_per_scene"] == 4
+    first_frames = []
+    for g in range(2):
+        group = df.iloc[4 * g:4 * g + 4]
+        assert sorted(group["direction"]) == sorted(DIRECTIONS)  # 4 distinct directions
+        assert group["bbox"].nunique() == 1 and group["caption"].is_unique
+        frames0 = [render_frames(SceneSpec.from_json(row.scene), 1)[0] for row in group.itertuples()]
+        assert all(np.array_equal(frames0[0], f) for f in frames0[1:])
+        first_frames.append(frames0[0])
+        for row in group.itertuples():
+            spec = SceneSpec.from_json(row.scene)
+            target = spec.objects[spec.target]
+            assert (target.direction, target.speed) == (row.direction, pytest.approx(row.speed, abs=1e-6))
+            assert MP_KW["speed_range"][0] <= row.speed <= MP_KW["speed_range"][1]
+            assert direction_in(row.caption) == row.direction, row.caption
+            shift = _centre(spec, 7) - _centre(spec, 0)
+            expected = np.asarray(DIRECTIONS[row.direction], float) * row.speed * 7
+            assert np.abs(shift - expected).max() < 1.5, (row.id, shift, expected)
+            # In view and clear of the still objects for the whole clip.
+            mask = object_mask(spec, spec.target, 7)
+            assert mask.any() and not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+            for k in range(len(spec.objects)):
+                if k != spec.target:
+                    assert not (object_mask(spec, k) & reachable_region(spec, spec.target, 8)).any()
+        # The decoded clip starts at the shared frame 0.
+        decoded = decord.VideoReader(str(tmp_path / group.video.iloc[0]))[0].asnumpy()
+        assert np.abs(decoded.astype(float) - frames0[0]).mean() < 4.0
+    assert not np.array_equal(first_frames[0], first_frames[1])  # groups are different scenes
+
+
+def test_motions_per_scene_1_is_the_default_corpus_and_partial_groups_are_prefix_stable(tmp_path):
+    default = pd.read_csv(generate_corpus(tmp_path / "a", 3, **MP_KW))
+    explicit = pd.read_csv(generate_corpus(tmp_path / "b", 3, motions_per_scene=1, **MP_KW))
+    pd.testing.assert_frame_equal(default, explicit)
+    name = default.video[1]
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    full = pd.read_csv(generate_corpus(tmp_path / "c", 6, motions_per_scene=3, **MP_KW))
+    part = pd.read_csv(generate_corpus(tmp_path / "d", 4, motions_per_scene=3, **MP_KW))
+    pd.testing.assert_frame_equal(part, full.iloc[:4])
+    assert full["direction"].iloc[:3].is_unique and full["direction"].iloc[3:].is_unique
+
+
+def test_motions_per_scene_rejects_bad_values(tmp_path, capsys, monkeypatch):
+    for bad in (0, 5, 2.0):
+        with pytest.raises(ValueError, match="motions_per_scene"):
+            generate_corpus(tmp_path, 1, motions_per_scene=bad, **MP_KW)
+    with pytest.raises(ValueError, match="static_fraction"):
+        generate_corpus(tmp_path, 1, motions_per_scene=2, static_fraction=0.5, **MP_KW)
+    # 4 px/frame fits one direction in 64 px over 8 frames but never all four (2 * 28 px + object).
+    monkeypatch.setattr(moving_shapes, "MAX_SCENE_TRIES", 50)
+    with pytest.raises(ValueError, match="motions_per_scene=4.*lower the max of speed_range"):
+        generate_corpus(tmp_path, 1, motions_per_scene=4, **{**MP_KW, "speed_range": (4.0, 4.5)})
+    with pytest.raises(SystemExit):
+        cli.main(["--out", str(tmp_path / "x"), "--motions-per-scene", "5"])
+    assert "--motions-per-scene" in capsys.readouterr().err
+
+
+def test_fits_every_direction_matches_the_rendered_motion():
+    rng = np.random.default_rng(4)
+    checked = 0
+    for _ in range(200):
+        spec = sample_scene(rng, SIZE, 8, (0.5, 2.0))
+        if not fits_every_direction(spec, 8, 2.0):
+            continue
+        checked += 1
+        for direction in DIRECTIONS:
+            moved = with_motion(spec, spec.target, direction, 2.0)
+            mask = object_mask(moved, moved.target, 7)
+            assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+            for k in range(1, len(spec.objects)):
+                assert not (object_mask(moved, k) & reachable_region(moved, moved.target, 8)).any()
+    assert checked >= 5
+    centred = sample_scene(np.random.default_rng(0), SIZE, 8, (0.5, 2.0))
+    assert not fits_every_direction(centred, 8, 30.0)  # 210 px of travel cannot fit 64 px

@@ -35,18 +35,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fyc_train.eval.moving_shapes import dilate, evaluate_video, summarize
+from fyc_train.eval.moving_shapes import evaluate_video, summarize
 from fyc_train.models.motion_augment import motion_augment_modules
 from fyc_train.sampling.checkpoint_loading import LoadedCheckpoint
 from fyc_train.sampling.contact_sheet import make_contact_sheet
 from fyc_train.sampling.pipeline import FYCPipeline
 from preprocessing.synthetic.moving_shapes import (
     DIRECTIONS,
-    EXTENT,
     SceneSpec,
+    fits_every_direction,
     motion_prompt,
     object_mask,
-    reachable_region,
     render_frames,
     sample_scene,
     with_motion,
@@ -63,26 +62,6 @@ GOALS = {  # DESIGN.md "MovingShapes"
 
 
 # ---------------------------------------------------------------------------------- scenes
-def _fits_every_direction(spec: SceneSpec, num_frames: int, speed: float, margin_px: int = 3) -> bool:
-    """The target stays fully in view and away from the other objects whatever direction it
-    is asked to move at `speed` px/frame for `num_frames` frames."""
-    obj = spec.objects[spec.target]
-    extent = EXTENT * obj.size + 1.0
-    travel = speed * (num_frames - 1)
-    if not (extent + travel <= obj.x <= spec.width - 1 - extent - travel
-            and extent + travel <= obj.y <= spec.height - 1 - extent - travel):
-        return False
-    others = np.zeros((spec.height, spec.width), dtype=bool)
-    for k in range(len(spec.objects)):
-        if k != spec.target:
-            others |= object_mask(spec, k, 0)
-    for direction in DIRECTIONS:
-        region = reachable_region(with_motion(spec, spec.target, direction, speed), spec.target, num_frames)
-        if (dilate(region, margin_px) & others).any():
-            return False
-    return True
-
-
 def held_out_scenes(num_scenes: int, seed: int, size: tuple[int, int], num_frames: int,
                     max_speed: float, max_tries: int = 5000) -> list[SceneSpec]:
     """`num_scenes` held-out scenes whose target can move `max_speed` px/frame any way."""
@@ -91,7 +70,7 @@ def held_out_scenes(num_scenes: int, seed: int, size: tuple[int, int], num_frame
     for _ in range(max_tries):
         # Its own motion only decides where sample_scene may place it; the request replaces it.
         spec = sample_scene(rng, size, num_frames, speed_range=(0.5, max(max_speed, 0.5)), held_out=True)
-        if _fits_every_direction(spec, num_frames, max_speed):
+        if fits_every_direction(spec, num_frames, max_speed):
             scenes.append(spec)
             if len(scenes) == num_scenes:
                 return scenes

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-moving", type=int, nargs=2, default=(1, 1), metavar=("MIN", "MAX"))
     p.add_argument("--num-static", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
     p.add_argument("--crf", type=int, default=18, help="libx264 quality (lower = better)")
+    p.add_argument("--motions-per-scene", type=int, default=1, choices=range(1, 5), metavar="K",
+                   help="K in 1..4: groups of K consecutive clips share one scene (identical frame 0) and "
+                   "move its target in K distinct directions, so only the motion prompt tells them apart "
+                   "(default 1: one motion per scene)")
     return p
 
 
@@ -45,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.out, args.num_videos, seed=args.seed, height=args.size[0], width=args.size[1],
             num_frames=args.frames, fps=args.fps, speed_range=tuple(args.speed_range), held_out=args.held_out,
             static_fraction=args.static_fraction, num_moving=tuple(args.num_moving),
-            num_static=tuple(args.num_static), crf=args.crf,
+            num_static=tuple(args.num_static), crf=args.crf, motions_per_scene=args.motions_per_scene,
         )
     except ValueError as err:  # bad parameter combinations: say which, without a traceback
         raise SystemExit(f"fyc-make-corpus: {err}") from None

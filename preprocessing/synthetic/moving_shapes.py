@@ -6,6 +6,7 @@ Public API (rendering lives in `render.py`, captions in `captions.py`, re-export
 - `object_mask(spec, index, frame=0) -> bool (H, W)`,
   `reachable_region(spec, index, num_frames, stride=1) -> bool (H, W)`
 - `describe_scene(spec, rng) -> str`, `motion_prompt(direction) -> "move left"`
+- `fits_every_direction(spec, num_frames, speed) -> bool`
 - `generate_corpus(out_dir, num_videos, seed, ...) -> Path` of `manifest.csv`
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -55,6 +57,7 @@ __all__ = [
     "SceneSpec",
     "ShapeObject",
     "describe_scene",
+    "fits_every_direction",
     "generate_corpus",
     "motion_prompt",
     "object_bbox",
@@ -74,6 +77,7 @@ MANIFEST_COLUMNS = ("video", "caption", "id", "motion_prompt", "direction", "spe
                     "bbox", "scene", "num_frames", "fps", "height", "width", "split")
 EXTENT = 1.35  # farthest point of any shape from its centre, in units of `size` (diamond, triangle)
 SPLIT_SEED = {"train": 0, "held_out": 1}  # disjoint random streams for the two splits
+MAX_SCENE_TRIES = 5000  # rejection sampling of a scene that fits every direction
 
 
 def _extent(size: float) -> float:
@@ -183,6 +187,68 @@ def _sample_object(rng, height, width, num_frames, color, colors, shapes, radius
                        direction=direction, speed=speed, angle=angle)
 
 
+def fits_every_direction(spec: SceneSpec, num_frames: int, speed: float, margin_px: int = 3) -> bool:
+    """The target stays fully in view and away from the other objects whatever direction it
+    is asked to move at `speed` px/frame for `num_frames` frames."""
+    obj = spec.objects[spec.target]
+    extent = _extent(obj.size)
+    travel = speed * (num_frames - 1)
+    if not (extent + travel <= obj.x <= spec.width - 1 - extent - travel
+            and extent + travel <= obj.y <= spec.height - 1 - extent - travel):
+        return False
+    others = np.zeros((spec.height, spec.width), dtype=bool)
+    for k in range(len(spec.objects)):
+        if k != spec.target:
+            others |= object_mask(spec, k, 0)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin_px + 1, 2 * margin_px + 1))
+    for direction in DIRECTIONS:
+        region = reachable_region(with_motion(spec, spec.target, direction, speed), spec.target, num_frames)
+        if margin_px > 0:
+            region = cv2.dilate(region.astype(np.uint8), kernel) > 0
+        if (region & others).any():
+            return False
+    return True
+
+
+def _scene_for_every_direction(rng, size, num_frames, speed_range, speed_max, held_out, num_moving, num_static,
+                               size_range, motions_per_scene) -> SceneSpec:
+    """Rejection-sample a scene whose target can move `speed_max` px/frame any way."""
+    for _ in range(MAX_SCENE_TRIES):
+        # The target's own motion only decides where sample_scene places it; with_motion replaces it.
+        spec = sample_scene(rng, size, num_frames, (speed_range[0], speed_max), held_out, num_moving, num_static,
+                            False, size_range)
+        if fits_every_direction(spec, num_frames, speed_max):
+            return spec
+    raise ValueError(
+        f"motions_per_scene={motions_per_scene}: no {size[0]}x{size[1]} scene in {MAX_SCENE_TRIES} tries where "
+        f"the target can move {speed_max:.2f} px/frame for {num_frames} frames in every direction; lower the "
+        "max of speed_range, use fewer frames, a larger size, a smaller size_range or fewer num_static objects"
+    )
+
+
+def _motion_group(rng, size, num_frames, speed_range, held_out, num_moving, num_static, size_range,
+                  motions_per_scene) -> list[tuple[SceneSpec, str]]:
+    """One scene, `motions_per_scene` distinct directions with their own speeds: (variant, caption) each."""
+    directions = [str(d) for d in rng.permutation(sorted(DIRECTIONS))[:motions_per_scene]]
+    speeds = [float(rng.uniform(*speed_range)) for _ in directions]
+    spec = _scene_for_every_direction(rng, size, num_frames, speed_range, max(speeds), held_out, num_moving,
+                                      num_static, size_range, motions_per_scene)
+    variants = [with_motion(spec, spec.target, d, v) for d, v in zip(directions, speeds)]
+    return [(variant, describe_scene(variant, rng)) for variant in variants]
+
+
+def _manifest_row(spec: SceneSpec, caption: str, video_id: str, rel: str, num_frames: int, fps: float,
+                  split: str) -> dict:
+    target = spec.objects[spec.target]
+    return {
+        "video": rel, "caption": caption, "id": video_id, "motion_prompt": motion_prompt(target.direction),
+        "direction": target.direction or "none", "speed": round(target.speed, 6) if target.moving else 0.0,
+        "shape": target.shape, "color": target.color_name,
+        "bbox": json.dumps(object_bbox(spec, spec.target, 0)), "scene": spec.to_json(),
+        "num_frames": num_frames, "fps": fps, "height": spec.height, "width": spec.width, "split": split,
+    }
+
+
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int = 18) -> None:
     """Encode uint8 (F, H, W, 3) RGB frames as H.264 yuv420p (playable anywhere, decodable by
     decord and PyAV). Written to a temporary name and renamed, so a file that exists is complete."""
@@ -218,6 +284,7 @@ def generate_corpus(
     size_range: tuple[float, float] = (0.07, 0.11),
     crf: int = 18,
     progress: bool = True,
+    motions_per_scene: int = 1,
 ) -> Path:
     """Write `num_videos` clips to `out_dir/videos/*.mp4` plus `out_dir/manifest.csv` (columns
     `MANIFEST_COLUMNS`) and `out_dir/corpus.json` (the parameters); returns the manifest's path.
@@ -225,31 +292,48 @@ def generate_corpus(
     Deterministic: video i depends only on (seed, split, i, parameters), so a larger corpus with
     the same seed starts with the same videos. Ground truth (`direction`, `speed` in px per
     native frame, `shape`, `color`, `bbox` = [x0, y0, x1, y1] at frame 0) describes the target
-    object (`direction` is "none" and `speed` 0 in a static scene); `scene` is the full SceneSpec as JSON (`SceneSpec.from_json`) to re-render it."""
+    object (`direction` is "none" and `speed` 0 in a static scene); `scene` is the full SceneSpec as JSON (`SceneSpec.from_json`) to re-render it.
+
+    `motions_per_scene` K > 1: clips come in groups of K consecutive clips (group g = i // K,
+    drawn from its own stream (seed, split, g)) that share one scene, so frame 0 is identical,
+    and differ only in the target's motion: K distinct directions (a random permutation of the
+    four), each with its own speed from `speed_range`, and each clip its own caption. The scene
+    is rejection-sampled so that the target fits the group's largest speed in every direction
+    (`fits_every_direction`). Then frame 0 does not tell the direction: only the prompt does."""
     if not 0.0 <= static_fraction <= 1.0:
         raise ValueError(f"static_fraction must be in [0, 1], got {static_fraction}")
+    if isinstance(motions_per_scene, bool) or not isinstance(motions_per_scene, (int, np.integer)) \
+            or not 1 <= motions_per_scene <= len(DIRECTIONS):
+        raise ValueError(f"motions_per_scene must be an integer in 1..{len(DIRECTIONS)}, got {motions_per_scene!r}")
+    motions_per_scene = int(motions_per_scene)
+    if motions_per_scene > 1 and static_fraction > 0:
+        raise ValueError(f"motions_per_scene={motions_per_scene} needs moving scenes: use static_fraction 0 "
+                         f"(got {static_fraction}) or motions_per_scene 1")
     _check_fits(height, width, num_frames, speed_range[1], size_range[0] * min(height, width))
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     split = "held_out" if held_out else "train"
     rows = []
+    group: list[tuple[SceneSpec, str]] = []  # K > 1: the current group's (variant, caption) per clip
     for i in tqdm(range(num_videos), desc=f"MovingShapes ({split})", disable=not progress):
+        video_id = f"shapes_{split}_s{seed}_{i:06d}"
+        rel = f"videos/{video_id}.mp4"
+        if motions_per_scene > 1:
+            if i % motions_per_scene == 0:
+                group = _motion_group(np.random.default_rng([seed, SPLIT_SEED[split], i // motions_per_scene]),
+                                      (height, width), num_frames, speed_range, held_out, num_moving, num_static,
+                                      size_range, motions_per_scene)
+            spec, caption = group[i % motions_per_scene]
+            write_mp4(render_frames(spec, num_frames), out / rel, fps, crf)
+            rows.append(_manifest_row(spec, caption, video_id, rel, num_frames, fps, split))
+            continue
         rng = np.random.default_rng([seed, SPLIT_SEED[split], i])
         static = bool(rng.random() < static_fraction)
         spec = sample_scene(rng, (height, width), num_frames, speed_range, held_out, num_moving, num_static,
                             static, size_range)
         caption = describe_scene(spec, rng)
-        video_id = f"shapes_{split}_s{seed}_{i:06d}"
-        rel = f"videos/{video_id}.mp4"
         write_mp4(render_frames(spec, num_frames), out / rel, fps, crf)
-        target = spec.objects[spec.target]
-        rows.append({
-            "video": rel, "caption": caption, "id": video_id, "motion_prompt": motion_prompt(target.direction),
-            "direction": target.direction or "none", "speed": round(target.speed, 6) if target.moving else 0.0,
-            "shape": target.shape, "color": target.color_name,
-            "bbox": json.dumps(object_bbox(spec, spec.target, 0)), "scene": spec.to_json(),
-            "num_frames": num_frames, "fps": fps, "height": height, "width": width, "split": split,
-        })
+        rows.append(_manifest_row(spec, caption, video_id, rel, num_frames, fps, split))
     manifest = out / "manifest.csv"
     tmp = manifest.with_name("manifest.csv.tmp")
     pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(tmp, index=False)
@@ -257,6 +341,7 @@ def generate_corpus(
     params = dict(num_videos=num_videos, seed=seed, height=height, width=width, num_frames=num_frames, fps=fps,
                   speed_range=list(speed_range), held_out=held_out, static_fraction=static_fraction,
                   num_moving=list(num_moving), num_static=list(num_static), size_range=list(size_range), crf=crf,
+                  motions_per_scene=motions_per_scene,
                   shapes=list(HELD_OUT_SHAPES if held_out else TRAIN_SHAPES),
                   colors=sorted(HELD_OUT_COLORS if held_out else TRAIN_COLORS))
     (out / "corpus.json").write_text(json.dumps(params, indent=2))
