@@ -35,7 +35,8 @@ def run(module: str, args: list[str], timeout: int) -> subprocess.CompletedProce
 def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
     root = tmp_path_factory.mktemp("moving_shapes_e2e")
     run("preprocessing.synthetic.cli", ["--out", str(root / "corpus"), "--num-videos", "32", "--size", "64", "64",
-                                        "--frames", "8", "--speed-range", "0.5", "3.0"], timeout=120)
+                                        "--frames", "8", "--speed-range", "0.5", "3.0",
+                                        "--motions-per-scene", "4"], timeout=120)
     run("preprocessing.cli", [f"input.manifest={root / 'corpus' / 'manifest.csv'}", f"output.dir={root / 'pre'}",
                               "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "flow.size=128",
                               "flow.num_updates=3", "flow.mask_region=first", f"flow.weights={raft_small_path}", "ray.num_cpus=2",

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     timings: dict[str, float] = {}
     timings["corpus"] = run_stage("corpus", [
         cmd("fyc-make-corpus"), "--out", str(corpus), "--num-videos", str(args.num_videos), "--seed", str(args.seed),
-        "--size", "64", "64", "--frames", "8", "--fps", "8"], out / "logs" / "corpus.log")
+        "--size", "64", "64", "--frames", "8", "--fps", "8", "--motions-per-scene", "4"], out / "logs" / "corpus.log")
     ray_cpus = [f"ray.num_cpus={args.cpus}"] if args.cpus else []
     timings["preprocess"] = run_stage("preprocess", [
         cmd("fyc-preprocess"), f"input.manifest={corpus / 'manifest.csv'}", f"output.dir={data}",
