@@ -7,6 +7,9 @@ so the periodic checkpoints are kept) with `fyc_train.eval.run.evaluate_model` o
 held-out scenes, and writes OUT/curve.json and OUT/curve.png. Minutes of training = the
 checkpoint file's time minus the run's start (its first file), i.e. wall-clock time of the
 training process including its validation and checkpointing.
+
+A run that continues another (`module.init_from=.../stepN.ckpt`) is put on the same axes with
+`--offset-steps N --offset-minutes M --append FIRST_RUN_OUT/curve.json`.
 """
 from __future__ import annotations
 
@@ -81,17 +84,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--magnitudes", type=float, nargs="+", default=[2.0, 3.5, 5.0])
     p.add_argument("--flow-size", type=int, default=128)
     p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=1, help="DDIM steps (1: as fyc-eval-shapes)")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--every", type=int, default=1, help="evaluate every k-th kept checkpoint (and the last)")
+    p.add_argument("--offset-steps", type=int, default=0,
+                   help="for a run started with module.init_from: the steps its initial checkpoint had")
+    p.add_argument("--offset-minutes", type=float, default=0.0,
+                   help="... and the training minutes that checkpoint took")
+    p.add_argument("--append", type=Path, default=None,
+                   help="curve.json of the run this one continues: its points come first")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     start = run_start(args.run_dir)
     args.out.mkdir(parents=True, exist_ok=True)
-    points = []
-    for step, path in checkpoints(args.run_dir):
-        minutes = (path.stat().st_mtime - start) / 60
+    points = json.loads(args.append.read_text())["points"] if args.append else []
+    found = checkpoints(args.run_dir)
+    for i, (step, path) in enumerate(found):
+        if i % args.every and i != len(found) - 1:
+            continue
+        step += args.offset_steps
+        minutes = (path.stat().st_mtime - start) / 60 + args.offset_minutes
         report = evaluate_model(load_for_sampling(path), num_scenes=args.num_scenes, seed=args.seed,
                                 magnitudes=args.magnitudes, flow_size=args.flow_size, num_frames=args.num_frames,
                                 steps=args.steps, guidance=args.guidance, progress=False)
