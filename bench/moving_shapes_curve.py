@@ -18,6 +18,7 @@ import json
 import math
 import re
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -30,7 +31,14 @@ METRICS = ["direction_accuracy", "locality", "speed_spearman", "speed_within_30p
 
 
 def run_start(run_dir: Path) -> float:
-    """The earliest file time in the run (Hydra/CSV logger write theirs before the first step)."""
+    """The run's first log line (train.log is appended to, so a resumed run keeps its start);
+    else the earliest file time in the run (Hydra rewrites its files when a run resumes)."""
+    log_file = run_dir / "train.log"
+    if log_file.is_file():
+        with log_file.open() as f:
+            match = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", f.readline())
+        if match:
+            return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
     times = [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts]
     ckpts = [p.stat().st_mtime for p in (run_dir / "checkpoints").glob("*.ckpt")]
     if not times and not ckpts:
