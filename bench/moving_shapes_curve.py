@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
                        "summary": report["summary"]})
         s = report["summary"]["model_first_frame"]
         print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS), flush=True)
-        (args.out / "curve.json").write_text(json.dumps(_finite({"config": vars(args) | {"run_dir": str(args.run_dir),
-                                                                 "out": str(args.out)}, "points": points}), indent=2))
+        (args.out / "curve.json").write_text(json.dumps(_finite({"config": {k: str(v) if isinstance(v, Path) else v
+                                                                            for k, v in vars(args).items()},
+                                                                 "points": points}), indent=2))
         plot(points, args.out / "curve.png")
     print(f"wrote {args.out / 'curve.json'} and {args.out / 'curve.png'}")
 
