@@ -9,6 +9,7 @@ nowhere: on 2 CPU cores ~150 steps leave direction, locality and speed at the un
 """
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
                                 f"trainer.max_steps={TRAIN_STEPS}", f"checkpoint_every_n_steps={TRAIN_STEPS}",
                                 "data.num_workers=0", "export.enabled=false",
                                 "data.steps_per_epoch=1000", "trainer.limit_val_batches=0",
-                                "module.warmup_steps=10"], timeout=1800)
+                                "module.warmup_steps=10", "callbacks.last_checkpoint.save_top_k=-1"], timeout=1800)
     ckpt = root / "runs" / "ms" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), f"fyc-train wrote no {ckpt}"
     return ckpt
@@ -75,3 +76,33 @@ def test_brief_training_learns_first_frame_reconstruction(trained_checkpoint):
     # measured with these settings: untrained 2,747 (noise); the recipe after 60 steps (warm-up
     # 10) 503, a blurred copy of the image, 0.18x: a factor 2 leaves a wide margin
     assert trained["i1_mse"] < 0.5 * untrained["i1_mse"], table
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_curve_and_probe_benches_run_on_the_trained_run(trained_checkpoint, tmp_path, capsys):
+    """bench/moving_shapes_curve.py (incl. continuing another run's curve) and
+    bench/moving_shapes_probe.py on the run this module trained."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import moving_shapes_curve
+    import moving_shapes_probe
+
+    run_dir = trained_checkpoint.parents[1]
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--run-dir", str(run_dir), "--num-scenes", "1", "--magnitudes", "2.0", "--threads", "2"]
+    moving_shapes_curve.main([*common, "--out", str(first)])
+    moving_shapes_curve.main([*common, "--out", str(second), "--offset-steps", "1000", "--offset-minutes", "5",
+                              "--append", str(first / "curve.json")])
+    points = json.loads((second / "curve.json").read_text())["points"]
+    assert [p["step"] for p in points] == [TRAIN_STEPS, TRAIN_STEPS + 1000]
+    assert points[1]["minutes"] == pytest.approx(points[0]["minutes"] + 5, abs=0.01)
+    assert points[0]["summary"]["model_first_frame"]["num_videos"] == 4
+    assert (second / "curve.png").stat().st_size > 0
+
+    shard = sorted((run_dir.parents[1] / "pre" / "shards").glob("*.tar"))[0]
+    capsys.readouterr()
+    moving_shapes_probe.main(["--checkpoint", str(trained_checkpoint), "--shard", str(shard), "--clips", "4"])
+    out = capsys.readouterr().out
+    assert "prompt_dep" in out.splitlines()[0]
+    mean = out.strip().splitlines()[-1].split()
+    assert mean[0] == "mean" and all(math.isfinite(float(v)) for v in mean[1:]), out
