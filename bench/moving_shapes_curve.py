@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import re
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 
 import torch
@@ -58,7 +62,15 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def plot(points: list[dict], path: Path) -> None:
+def evaluate_checkpoint(path: Path, eval_kwargs: dict) -> dict:
+    """The evaluation summary of one checkpoint (top level: runs in worker processes)."""
+    eval_kwargs = dict(eval_kwargs)
+    torch.set_num_threads(eval_kwargs.pop("threads"))
+    torch.set_grad_enabled(False)
+    return evaluate_model(load_for_sampling(path), progress=False, **eval_kwargs)["summary"]
+
+
+def plot(points: list[dict], path: Path, minutes_label: str = "2 CPU cores") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +87,7 @@ def plot(points: list[dict], path: Path) -> None:
         op, goal = GOALS[metric]
         ax.axhline(goal, color="green", linestyle=":", label=f"goal {op} {goal:g}")
         ax.set_title(metric)
-        ax.set_xlabel("training minutes (2 CPU cores)")
+        ax.set_xlabel(f"training minutes ({minutes_label})")
         if metric == "i1_mse":
             ax.set_yscale("log")
     axes[0].legend(fontsize=7)
@@ -95,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1, help="DDIM steps (1: as fyc-eval-shapes)")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1, help="checkpoints evaluated in parallel processes")
+    p.add_argument("--minutes-label", default="2 CPU cores", help="what the x axis's minutes ran on")
     p.add_argument("--every", type=int, default=1, help="evaluate every k-th kept checkpoint (and the last)")
     p.add_argument("--offset-steps", type=int, default=0,
                    help="for a run started with module.init_from: the steps its initial checkpoint had")
@@ -103,28 +117,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--append", type=Path, default=None,
                    help="curve.json of the run this one continues: its points come first")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
     start = run_start(args.run_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     points = json.loads(args.append.read_text())["points"] if args.append else []
     found = checkpoints(args.run_dir)
-    for i, (step, path) in enumerate(found):
-        if i % args.every and i != len(found) - 1:
-            continue
-        step += args.offset_steps
-        minutes = (path.stat().st_mtime - start) / 60 + args.offset_minutes
-        report = evaluate_model(load_for_sampling(path), num_scenes=args.num_scenes, seed=args.seed,
-                                magnitudes=args.magnitudes, flow_size=args.flow_size, num_frames=args.num_frames,
-                                steps=args.steps, guidance=args.guidance, progress=False)
-        points.append({"step": step, "minutes": round(minutes, 2), "checkpoint": str(path),
-                       "summary": report["summary"]})
-        s = report["summary"]["model_first_frame"]
-        print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS), flush=True)
-        (args.out / "curve.json").write_text(json.dumps(_finite({"config": {k: str(v) if isinstance(v, Path) else v
-                                                                            for k, v in vars(args).items()},
-                                                                 "points": points}), indent=2))
-        plot(points, args.out / "curve.png")
+    chosen = [(step, path) for i, (step, path) in enumerate(found) if i % args.every == 0 or i == len(found) - 1]
+    eval_kwargs = dict(num_scenes=args.num_scenes, seed=args.seed, magnitudes=args.magnitudes,
+                       flow_size=args.flow_size, num_frames=args.num_frames, steps=args.steps,
+                       guidance=args.guidance, threads=args.threads)
+    # Each checkpoint is independent: with --jobs > 1 they are evaluated in worker processes
+    # (spawned: no CUDA or thread-pool state inherited), and points are written in step order.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 \
+            else nullcontext() as pool:
+        reports = (pool.map(evaluate_checkpoint, [p for _, p in chosen], repeat(eval_kwargs)) if pool
+                   else (evaluate_checkpoint(p, eval_kwargs) for _, p in chosen))
+        for (step, path), summary in zip(chosen, reports):
+            step += args.offset_steps
+            minutes = (path.stat().st_mtime - start) / 60 + args.offset_minutes
+            points.append({"step": step, "minutes": round(minutes, 2), "checkpoint": str(path), "summary": summary})
+            s = summary["model_first_frame"]
+            print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS),
+                  flush=True)
+            config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+            (args.out / "curve.json").write_text(json.dumps(_finite({"config": config, "points": points}), indent=2))
+            plot(points, args.out / "curve.png", args.minutes_label)
     print(f"wrote {args.out / 'curve.json'} and {args.out / 'curve.png'}")
 
 

@@ -95,9 +95,10 @@ def test_curve_and_probe_benches_run_on_the_trained_run(trained_checkpoint, tmp_
     common = ["--run-dir", str(run_dir), "--num-scenes", "1", "--magnitudes", "2.0", "--threads", "2"]
     moving_shapes_curve.main([*common, "--out", str(first)])
     moving_shapes_curve.main([*common, "--out", str(second), "--offset-steps", "1000", "--offset-minutes", "5",
-                              "--append", str(first / "curve.json")])
+                              "--append", str(first / "curve.json"), "--jobs", "2"])  # in a worker process
     points = json.loads((second / "curve.json").read_text())["points"]
     assert [p["step"] for p in points] == [TRAIN_STEPS, TRAIN_STEPS + 1000]
+    assert points[1]["summary"] == points[0]["summary"]  # same checkpoint, same scenes, same numbers
     assert points[1]["minutes"] == pytest.approx(points[0]["minutes"] + 5, abs=0.01)
     assert points[0]["summary"]["model_first_frame"]["num_videos"] == 4
     assert (second / "curve.png").stat().st_size > 0
