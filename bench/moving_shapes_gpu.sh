@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# MovingShapes on one GPU, end to end: several runs trained side by side on the same GPU
-# (the tiny model is launch-bound, so one run leaves the GPU mostly idle), then every run's
-# learning curve and final evaluation, the MA ablation and the untrained baseline, in parallel
-# on the CPU cores.
+# MovingShapes on one GPU, end to end: several runs of experiment=moving_shapes_gpu trained side
+# by side on the same GPU (measured on an H200: 4 runs at 1.6 steps/s each, 6.4 together, vs
+# 4.1 for one bf16 run alone), then every run's learning curve and final evaluation, the MA ablation
+# and the untrained baseline, in parallel processes on the CPU cores.
 #
 #   SHARDS=out/ms_pre4/shards TRAIN_TIME=00:00:40:00 bash bench/moving_shapes_gpu.sh
 #
