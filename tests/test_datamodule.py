@@ -149,3 +149,20 @@ def test_decode_mp4_gives_pyav_rgb24_pixels_exactly(clip):
     decoded = decode_mp4(data)
     assert decoded.dtype == np.uint8 and decoded.shape == expected.shape
     assert np.array_equal(decoded, expected)
+
+
+def test_decode_mp4_works_in_a_worker_forked_after_the_parent_decoded(shards):
+    """DataLoader workers fork from a process that may have decoded already (validation, a
+    probe); the cached colour converter must not carry threads into the fork (it hung once)."""
+    import multiprocessing
+    import tarfile
+
+    from fyc_train.data.decode import decode_mp4
+
+    with tarfile.open(shards[0]) as tar:
+        data = next(tar.extractfile(m).read() for m in tar if m.name.endswith(".mp4"))
+    expected = decode_mp4(data)  # the parent's converter exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        decoded = pool.apply_async(decode_mp4, (data,)).get(timeout=60)
+    assert (decoded == expected).all()

@@ -33,12 +33,13 @@ _local = threading.local()
 
 
 def _to_rgb24(frame: av.VideoFrame) -> np.ndarray:
-    # frame.to_ndarray(format="rgb24") builds a new SwsContext per frame, which costs more
-    # than decoding a small clip; a VideoReformatter kept per thread caches it (same pixels,
-    # 2.5x faster on 64x64 clips, measured).
+    # frame.to_ndarray(format="rgb24") builds a new SwsContext (with its own thread pool) per
+    # frame, which costs more than decoding a small clip; a VideoReformatter kept per thread
+    # caches one (same pixels; bench/bench_decode.py). threads=1: a cached context with worker
+    # threads would be copied into forked DataLoader workers without its threads and hang there.
     if not hasattr(_local, "reformatter"):
         _local.reformatter = VideoReformatter()
-    return _local.reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return _local.reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def decode_mp4(data: bytes, key: str = "?") -> np.ndarray:
