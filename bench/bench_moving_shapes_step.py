@@ -83,6 +83,11 @@ def profile(lit, batches: list[dict], device: str, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    with torch.enable_grad():  # a caller (a test session, a notebook) may have turned gradients off
+        run(argv)
+
+
+def run(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shards", required=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

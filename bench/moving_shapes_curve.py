@@ -66,8 +66,8 @@ def evaluate_checkpoint(path: Path, eval_kwargs: dict) -> dict:
     """The evaluation summary of one checkpoint (top level: runs in worker processes)."""
     eval_kwargs = dict(eval_kwargs)
     torch.set_num_threads(eval_kwargs.pop("threads"))
-    torch.set_grad_enabled(False)
-    return evaluate_model(load_for_sampling(path), progress=False, **eval_kwargs)["summary"]
+    with torch.no_grad():  # not set_grad_enabled(False): with --jobs 1 this runs in the caller's process
+        return evaluate_model(load_for_sampling(path), progress=False, **eval_kwargs)["summary"]
 
 
 def plot(points: list[dict], path: Path, minutes_label: str = "2 CPU cores") -> None:
