@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MovingShapes on one GPU, end to end: several runs of experiment=moving_shapes_gpu trained side
-# by side on the same GPU (measured on an H200: 4 runs at 1.6 steps/s each, 6.4 together, vs
+# by side on the same GPU (measured on an H200: 4 runs at 1.5 steps/s each, 6.1 together, vs
 # 4.1 for one bf16 run alone), then every run's learning curve and final evaluation, the MA ablation
 # and the untrained baseline, in parallel processes on the CPU cores.
 #
