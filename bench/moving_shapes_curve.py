@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     eval_kwargs = dict(num_scenes=args.num_scenes, seed=args.seed, magnitudes=args.magnitudes,
                        flow_size=args.flow_size, num_frames=args.num_frames, steps=args.steps,
                        guidance=args.guidance, threads=args.threads)
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     # Each checkpoint is independent: with --jobs > 1 they are evaluated in worker processes
     # (spawned: no CUDA or thread-pool state inherited), and points are written in step order.
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) if args.jobs > 1 \
@@ -138,7 +139,6 @@ def main(argv: list[str] | None = None) -> None:
             s = summary["model_first_frame"]
             print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS),
                   flush=True)
-            config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
             (args.out / "curve.json").write_text(json.dumps(_finite({"config": config, "points": points}), indent=2))
             plot(points, args.out / "curve.png", args.minutes_label)
     print(f"wrote {args.out / 'curve.json'} and {args.out / 'curve.png'}")

@@ -62,20 +62,20 @@ for _ in "${names[@]}"; do
 done
 echo "== training done ($(date +%T))"
 
-# Steps reached and steps/s, read from the kept checkpoints' file times.
+# Steps reached and steps/s, from the kept checkpoints' file times (the curve's own clock).
 $PYTHON - "$OUT_DIR/runs" "${names[@]}" <<'EOF' | tee "$OUT_DIR/summary.txt"
-import sys, pathlib, re
-root = pathlib.Path(sys.argv[1])
+import sys
+from pathlib import Path
+sys.path.insert(0, "bench")
+from moving_shapes_curve import checkpoints, run_start
+root = Path(sys.argv[1])
 for name in sys.argv[2:]:
-    ckpts = sorted((root / name / "checkpoints").glob("step*.ckpt"),
-                   key=lambda p: int(re.findall(r"\d+", p.name)[0]))
-    log = root / name / "train.log"
-    if not ckpts or not log.is_file():
+    try:
+        step, path = checkpoints(root / name)[-1]
+    except SystemExit:
         print(f"{name}: no checkpoints")
         continue
-    start = min(p.stat().st_mtime for p in (root / name).rglob("*") if p.is_file() and "checkpoints" not in p.parts)
-    step = int(re.findall(r"\d+", ckpts[-1].name)[0])
-    minutes = (ckpts[-1].stat().st_mtime - start) / 60
+    minutes = (path.stat().st_mtime - run_start(root / name)) / 60
     print(f"{name}: step {step} after {minutes:.1f} min = {step / (minutes * 60):.1f} steps/s (incl. start, validation, checkpoints)")
 EOF
 
