@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-frames", type=int, default=8)
     p.add_argument("--steps", type=int, default=1, help="DDIM steps (1: as fyc-eval-shapes)")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--noisy-last-step", action="store_true",
+                   help="DDIM's last step keeps ~0.03 of the noise (sessions 1-4's sampler; make_scheduler)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="checkpoints evaluated in parallel processes")
     p.add_argument("--minutes-label", default="2 CPU cores", help="what the x axis's minutes ran on")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = [(step, path) for i, (step, path) in enumerate(found) if i % args.every == 0 or i == len(found) - 1]
     eval_kwargs = dict(num_scenes=args.num_scenes, seed=args.seed, magnitudes=args.magnitudes,
                        flow_size=args.flow_size, num_frames=args.num_frames, steps=args.steps,
-                       guidance=args.guidance, threads=args.threads)
+                       guidance=args.guidance, clean_last_step=not args.noisy_last_step, threads=args.threads)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     # Each checkpoint is independent: with --jobs > 1 they are evaluated in worker processes
     # (spawned: no CUDA or thread-pool state inherited), and points are written in step order.

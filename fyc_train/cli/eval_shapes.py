@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> dict:
         flow_size=cfg.flow_size, num_frames=cfg.num_frames, steps=cfg.steps, guidance=cfg.guidance,
         impose_modes=modes, ablate=cfg.ablate, prompt_in_spatial=cfg.prompt_in_spatial, out_dir=cfg.out,
         metric_flow_size=cfg.metric_flow_size, checkpoint=cfg.checkpoint,
+        clean_last_step=cfg.clean_last_step,
     )
     print(f"checkpoint: {cfg.checkpoint}  ablate={cfg.ablate}  {report['config']['num_scenes']} scenes x 4 "
           f"directions x magnitudes {report['config']['magnitudes']} (= {report['config']['speeds_px_per_frame']} "

@@ -151,11 +151,13 @@ def evaluate_model(
     metric_flow_size: int = 256,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    clean_last_step: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a loaded model on held-out MovingShapes scenes; returns (and, with `out_dir`,
     writes as metrics.json) {"config", "summary": {mode: summarize(...)}, "rows": [...]}.
     `ablate`: "ma_zero" zeroes the MA output; "untrained" evaluates the same architecture
-    freshly initialised (needs `checkpoint`, the path `loaded` came from)."""
+    freshly initialised (needs `checkpoint`, the path `loaded` came from). `clean_last_step`:
+    DDIM's last step returns x0 (False: sessions 1-4's sampler, see `make_scheduler`)."""
     if ablate not in ABLATIONS:
         raise ValueError(f"ablate={ablate!r} is not one of {list(ABLATIONS)}")
     if not magnitudes or min(magnitudes) <= 0:
@@ -183,7 +185,7 @@ def evaluate_model(
         sheet_videos: list[tuple[str, np.ndarray]] = []
         for impose in impose_modes:
             mode = "impose_first_frame" if impose else "model_first_frame"
-            pipe = FYCPipeline(model, scheduler=loaded.scheduler(), impose_first_frame=impose,
+            pipe = FYCPipeline(model, scheduler=loaded.scheduler(clean_last_step), impose_first_frame=impose,
                                layout=loaded.layout, default_num_frames=num_frames, fps=loaded.fps,
                                prompt_in_spatial=prompt_in_spatial)
             for direction in DIRECTIONS:
@@ -207,7 +209,8 @@ def evaluate_model(
         "config": dict(num_scenes=num_scenes, seed=seed, magnitudes=[float(m) for m in magnitudes],
                        speeds_px_per_frame=[speed_of[float(m)] for m in magnitudes], flow_size=flow_size,
                        size=[height, width], num_frames=num_frames, steps=steps, guidance=guidance, ablate=ablate,
-                       prompt_in_spatial=prompt_in_spatial, metric_flow_size=metric_flow_size),
+                       prompt_in_spatial=prompt_in_spatial, metric_flow_size=metric_flow_size,
+                       clean_last_step=clean_last_step),
         "summary": {mode: summarize(rs) for mode, rs in results.items()},
         "rows": rows,
     }

@@ -116,6 +116,12 @@ def mask_first_latent(
     return first_latent * keep
 
 
+def noise_sigma(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """sqrt(1 - alpha_bar_t) per timestep: the noise level the U-Net's first-frame skip scales z0 by."""
+    t = torch.as_tensor(timesteps, device=alphas_cumprod.device).long().reshape(-1)
+    return (1.0 - alphas_cumprod[t]).clamp_min(0.0).sqrt()
+
+
 def resize_mask(mask: torch.Tensor, size: tuple[int, int], mode: Literal["nearest", "max"] = "nearest") -> torch.Tensor:
     """Pixel-resolution mask (B, 1, H, W) -> latent resolution (B, 1, h, w) in {0, 1}.
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
-from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS
+from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS, split_input
 from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
 
 
@@ -43,6 +43,9 @@ class FYCUNetConfig:
     fps_input_scale: float = 1.0
     # inference: also give the short motion prompt to the spatial cross-attention (paper)
     short_prompt_in_spatial: bool = True
+    # not in the paper: add the first-frame latent to the output as the v-prediction of a
+    # still video (see FYCUNet.forward); off keeps the paper's U-Net output unchanged
+    first_frame_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
@@ -111,6 +114,14 @@ class FYCUNet(nn.Module):
     motion_hidden_states (B, S', D') | None, magnitude (B,) | None, fps (B,) | None)
     -> (B, C, F, h, w)``. Hidden states are given once per video and repeated per frame here.
     ``motion_hidden_states=None`` skips the MA layers (identical to zeroing their output).
+
+    ``config.first_frame_skip``: the output is ``unet(...) - sigma_t * z0`` (``noise_sigma`` =
+    sqrt(1 - alphas_cumprod[t]) of the caller's noise schedule, v-prediction). Since
+    v = alpha_t * eps - sigma_t * x0, the U-Net then predicts the v of ``x0 - z0``: zero wherever
+    the video equals its first frame. A small model trained from scratch otherwise spends most
+    of its capacity redrawing the still background through the whole U-Net (measured in
+    docs/moving_shapes.md); with the skip, copying it is the default and the network learns what
+    moves. Nothing is forced: the U-Net can still change any pixel of any frame.
     """
 
     def __init__(self, unet: UNetMotionModel, config: FYCUNetConfig):
@@ -195,6 +206,7 @@ class FYCUNet(nn.Module):
         motion_hidden_states: torch.Tensor | None = None,
         magnitude: torch.Tensor | None = None,
         fps: torch.Tensor | None = None,
+        noise_sigma: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if sample.ndim != 5 or sample.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -214,9 +226,30 @@ class FYCUNet(nn.Module):
         self.context.motion_states = motion_hidden_states
         self.context.time_extra = self._time_extra(magnitude, fps, b)
         try:
-            return self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
+            out = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
         finally:
             self.context.clear()
+        if self.config.first_frame_skip:
+            out = out - self._first_frame_skip(sample, noise_sigma)
+        return out
+
+    def _first_frame_skip(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None) -> torch.Tensor:
+        """sigma_t * z0 on every frame, z0 read from the input (masked z0 when training masks it)."""
+        if noise_sigma is None:
+            raise ValueError(
+                "this U-Net has first_frame_skip=True: pass noise_sigma = sqrt(1 - alphas_cumprod[t]) "
+                "(first_frame.noise_sigma) of the v-prediction noise schedule"
+            )
+        b, _, f = sample.shape[:3]
+        _, _, first = split_input(sample, self.config.latent_channels, self.config.channel_order)
+        if self.config.first_frame_frames == "first":  # z0 sits on frame 0 only, zeros elsewhere
+            first = first[:, :, :1].expand(-1, -1, f, -1, -1)
+        sigma = torch.as_tensor(noise_sigma, device=sample.device, dtype=sample.dtype).reshape(-1)
+        if sigma.numel() == 1:
+            sigma = sigma.expand(b)
+        if sigma.numel() != b:
+            raise ValueError(f"noise_sigma has {sigma.numel()} values for a batch of {b}")
+        return sigma.view(b, 1, 1, 1, 1) * first
 
     @classmethod
     def from_motion_unet(cls, unet: UNetMotionModel, **options) -> FYCUNet:

@@ -81,8 +81,8 @@ class LoadedCheckpoint:
     size: tuple[int, int] | None = None  # (H, W) the model was trained at, if known
     fps: float | None = None
 
-    def scheduler(self):
-        return make_scheduler(self.scheduler_config)
+    def scheduler(self, clean_last_step: bool = True):
+        return make_scheduler(self.scheduler_config, clean_last_step=clean_last_step)
 
     def sample_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """Training size if known, else the image's size rounded down to a multiple the U-Net

@@ -21,7 +21,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import resca
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fyc_train.models.first_frame import assemble_input, resize_mask
+from fyc_train.models.first_frame import assemble_input, noise_sigma, resize_mask
 
 from .masks import SamplingInputError
 
@@ -34,11 +34,17 @@ DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = dict(
 )
 
 
-def make_scheduler(config: dict[str, Any] | None = None) -> DDIMScheduler:
+def make_scheduler(config: dict[str, Any] | None = None, clean_last_step: bool = True) -> DDIMScheduler:
     """DDIM from the training noise schedule; trailing spacing so the first step starts at the
-    zero-SNR timestep the model was trained on (leading spacing would never visit it)."""
+    zero-SNR timestep the model was trained on (leading spacing would never visit it).
+
+    ``clean_last_step`` (DDIM's ``set_alpha_to_one``): the last step returns the model's x0. With
+    False (SD's scheduler config) it lands on alpha_bar_0 instead and keeps sqrt(1 - alpha_bar_0)
+    ~ 0.03 of the initial noise: negligible in SD's scaled VAE latents, but ~3.7 grey levels of
+    white noise per pixel in pixel-space latents (the tiny model's), all of it in every frame.
+    """
     cfg = {**DEFAULT_SCHEDULER_CONFIG, **(config or {})}
-    cfg.update(timestep_spacing="trailing", set_alpha_to_one=False)
+    cfg.update(timestep_spacing="trailing", set_alpha_to_one=clean_last_step)
     known = set(inspect.signature(DDIMScheduler.__init__).parameters)  # DDPM keys DDIM lacks
     return DDIMScheduler(**{k: v for k, v in cfg.items() if k in known})
 
@@ -109,6 +115,12 @@ class FYCPipeline:
             getattr(config, "short_prompt_in_spatial", True) if prompt_in_spatial is None else prompt_in_spatial
         )
         self.use_motion_augment = getattr(config, "motion_augment", True)
+        self.first_frame_skip = getattr(config, "first_frame_skip", False)
+        if self.first_frame_skip and self.scheduler.config.prediction_type != "v_prediction":
+            raise ValueError(
+                f"the model was trained with first_frame_skip (a v-prediction output); the scheduler "
+                f"has prediction_type={self.scheduler.config.prediction_type!r}"
+            )
         # Frame 0 is known: re-noising it to the current level after every step (as inpainting
         # does) makes the video start exactly at the input and lets the rest follow it.
         # Set False to measure what the model itself reconstructs (the paper's I1-MSE).
@@ -140,9 +152,12 @@ class FYCPipeline:
     def _unet(self, sample, t, text, motion, magnitude) -> torch.Tensor:
         n = sample.shape[0]
         fps = None if self.fps is None else torch.full((n,), float(self.fps), device=self.device, dtype=self.dtype)
+        skip = {}
+        if self.first_frame_skip:
+            skip["noise_sigma"] = noise_sigma(self.scheduler.alphas_cumprod, t.reshape(-1).cpu()).to(self.device)
         out = self.model.unet(
             sample, t.expand(n).to(self.device), encoder_hidden_states=text,
-            motion_hidden_states=motion, magnitude=magnitude.expand(n), fps=fps,
+            motion_hidden_states=motion, magnitude=magnitude.expand(n), fps=fps, **skip,
         )
         return getattr(out, "sample", out)
 
