@@ -118,12 +118,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="... and the training minutes that checkpoint took")
     p.add_argument("--append", type=Path, default=None,
                    help="curve.json of the run this one continues: its points come first")
+    p.add_argument("--resume", action="store_true",
+                   help="keep OUT/curve.json's points and evaluate only checkpoints it lacks (a run still training)")
     args = p.parse_args(argv)
     start = run_start(args.run_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     points = json.loads(args.append.read_text())["points"] if args.append else []
     found = checkpoints(args.run_dir)
     chosen = [(step, path) for i, (step, path) in enumerate(found) if i % args.every == 0 or i == len(found) - 1]
+    if args.resume and (args.out / "curve.json").is_file():
+        points = json.loads((args.out / "curve.json").read_text())["points"]
+        done = {p["checkpoint"] for p in points}
+        chosen = [(step, path) for step, path in chosen if str(path) not in done]
+        print(f"--resume: {len(points)} points kept from {args.out / 'curve.json'}, {len(chosen)} checkpoints to add")
     eval_kwargs = dict(num_scenes=args.num_scenes, seed=args.seed, magnitudes=args.magnitudes,
                        flow_size=args.flow_size, num_frames=args.num_frames, steps=args.steps,
                        guidance=args.guidance, clean_last_step=not args.noisy_last_step, threads=args.threads)

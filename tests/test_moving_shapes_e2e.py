@@ -94,6 +94,12 @@ def test_curve_and_probe_benches_run_on_the_trained_run(trained_checkpoint, tmp_
     first, second = tmp_path / "first", tmp_path / "second"
     common = ["--run-dir", str(run_dir), "--num-scenes", "1", "--magnitudes", "2.0", "--threads", "2"]
     moving_shapes_curve.main([*common, "--out", str(first)])
+    evaluated = json.loads((first / "curve.json").read_text())
+    moving_shapes_curve.main([*common, "--out", str(first), "--resume"])  # nothing new: nothing re-evaluated
+    assert json.loads((first / "curve.json").read_text())["points"] == evaluated["points"]
+    (first / "curve.json").write_text(json.dumps({**evaluated, "points": []}))
+    moving_shapes_curve.main([*common, "--out", str(first), "--resume"])  # the missing checkpoint is added back
+    assert json.loads((first / "curve.json").read_text())["points"] == evaluated["points"]
     moving_shapes_curve.main([*common, "--out", str(second), "--offset-steps", "1000", "--offset-minutes", "5",
                               "--append", str(first / "curve.json"), "--jobs", "2"])  # in a worker process
     points = json.loads((second / "curve.json").read_text())["points"]
