@@ -89,7 +89,7 @@ class FYCLitModule(pl.LightningModule):
         self.layout = {"channel_order": fyc.channel_order, "mask_frames": fyc.mask_frames,
                        "first_frame_frames": fyc.first_frame_frames, "mask_resize": mask_resize}
         self.mask_ratio = fyc.mask_ratio if first_frame_mask_ratio is None else first_frame_mask_ratio
-        if getattr(fyc, "first_frame_skip", False) and prediction_type != "v_prediction":
+        if fyc.first_frame_skip and prediction_type != "v_prediction":
             raise ValueError(
                 f"model.fyc.first_frame_skip needs prediction_type='v_prediction' (it adds the v of a still "
                 f"video), got {prediction_type!r}"
