@@ -89,7 +89,7 @@ class FYCLitModule(pl.LightningModule):
         self.layout = {"channel_order": fyc.channel_order, "mask_frames": fyc.mask_frames,
                        "first_frame_frames": fyc.first_frame_frames, "mask_resize": mask_resize}
         self.mask_ratio = fyc.mask_ratio if first_frame_mask_ratio is None else first_frame_mask_ratio
-        if fyc.first_frame_skip and prediction_type != "v_prediction":
+        if fyc.has_first_frame_skip and prediction_type != "v_prediction":
             raise ValueError(
                 f"model.fyc.first_frame_skip needs prediction_type='v_prediction' (it adds the v of a still "
                 f"video), got {prediction_type!r}"
@@ -159,7 +159,7 @@ class FYCLitModule(pl.LightningModule):
             sample, t, encoder_hidden_states=caption_states, motion_hidden_states=prompt_states,
             magnitude=batch["magnitude"].to(self.device) if fyc.magnitude_embedding else None,
             fps=batch["stride"].to(self.device) if fyc.fps_embedding else None,
-            **({"noise_sigma": noise_sigma(self.alphas_cumprod, t)} if fyc.first_frame_skip else {}),
+            **({"noise_sigma": noise_sigma(self.alphas_cumprod, t)} if fyc.has_first_frame_skip else {}),
         )
         pred = getattr(pred, "sample", pred)
         target = noise if hp.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)

@@ -11,13 +11,14 @@ import torch
 from fyc_train.lit_module import FYCLitModule
 from fyc_train.models.build import build_tiny
 from fyc_train.models.first_frame import assemble_input, noise_sigma
+from fyc_train.models.unet import FYCUNetConfig
 from fyc_train.sampling.pipeline import FYCPipeline, make_scheduler
 
 torch.set_num_threads(1)
 SIZE, FRAMES = 32, 4
 
 
-def tiny(skip: bool, first_frame_frames: str = "all", silent_unet: bool = True):
+def tiny(skip: bool | str, first_frame_frames: str = "all", silent_unet: bool = True):
     model = build_tiny(image_size=SIZE, autoencoder={"factor": 2}, unet={"block_out_channels": [16, 32]},
                        fyc={"first_frame_skip": skip, "first_frame_frames": first_frame_frames})
     if silent_unet:  # the diffusers U-Net itself outputs 0: what is left is the skip
@@ -83,10 +84,40 @@ def test_skip_adds_sigma_times_the_first_latent_and_the_unet_still_sees_everythi
     assert sigma[0] == pytest.approx(1.0) and 0 < sigma[1] < 1
     with torch.no_grad():
         out = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]), noise_sigma=sigma)
+        model.unet.config.first_frame_skip = "first"
+        first_only = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]), noise_sigma=sigma)
         model.unet.config.first_frame_skip = False
         plain = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]))
     expected = plain - sigma.view(2, 1, 1, 1, 1) * first[:, :, None]
     torch.testing.assert_close(out, expected)
+    # "first": frame 0 gets the skip, every later frame is the plain U-Net output
+    torch.testing.assert_close(first_only[:, :, :1], expected[:, :, :1])
+    torch.testing.assert_close(first_only[:, :, 1:], plain[:, :, 1:])
+
+
+def test_first_frame_only_skip_samples_the_input_as_frame_0_and_grey_after():
+    image = textured_image()
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[8:16, 8:16] = True
+    pipe = FYCPipeline(tiny("first"), scheduler=make_scheduler(clean_last_step=True), impose_first_frame=False,
+                       default_num_frames=FRAMES)
+    video = pipe(image, mask, "sway", steps=1, guidance=1.0, seed=0, progress=False).astype(float)
+    assert np.abs(video[0] - image).max() <= 1
+    assert np.abs(video[1:] - image[None]).mean() > 40  # a silent U-Net draws grey after frame 0
+
+
+@pytest.mark.parametrize(("value", "normalised", "active"),
+                         [(False, "none", False), (True, "all", True), ("none", "none", False),
+                          ("first", "first", True), ("all", "all", True)])
+def test_skip_setting_accepts_session_5_booleans(value, normalised, active):
+    config = FYCUNetConfig(first_frame_skip=value)
+    assert config.first_frame_skip == normalised and config.has_first_frame_skip is active
+    assert FYCUNetConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_skip_setting_names_the_choices():
+    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all'\]"):
+        FYCUNetConfig(first_frame_skip="frist")
 
 
 def test_skip_needs_the_noise_level_and_v_prediction():

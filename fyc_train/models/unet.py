@@ -21,6 +21,8 @@ from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
 from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS, split_input
 from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
 
+SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all")
+
 
 @dataclass
 class FYCUNetConfig:
@@ -44,8 +46,9 @@ class FYCUNetConfig:
     # inference: also give the short motion prompt to the spatial cross-attention (paper)
     short_prompt_in_spatial: bool = True
     # not in the paper: add the first-frame latent to the output as the v-prediction of a
-    # still video (see FYCUNet.forward); off keeps the paper's U-Net output unchanged
-    first_frame_skip: bool = False
+    # still video (see FYCUNet) on "all" frames or on the "first" frame only; "none" (or false)
+    # keeps the paper's U-Net output unchanged; true means "all"
+    first_frame_skip: str | bool = "none"
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
@@ -55,6 +58,15 @@ class FYCUNetConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(FRAME_PLACEMENTS)}")
         if not isinstance(self.mask_ratio, (int, float)):
             self.mask_ratio = [float(r) for r in self.mask_ratio]
+        if isinstance(self.first_frame_skip, bool):  # checkpoints of session 5 saved a bool
+            self.first_frame_skip = "all" if self.first_frame_skip else "none"
+        if self.first_frame_skip not in SKIP_FRAMES:
+            raise ValueError(f"first_frame_skip={self.first_frame_skip!r} is not one of {list(SKIP_FRAMES)} "
+                             "(or true / false)")
+
+    @property
+    def has_first_frame_skip(self) -> bool:
+        return self.first_frame_skip in ("first", "all", True)  # True: set on a live config
 
     @property
     def in_channels(self) -> int:
@@ -122,6 +134,9 @@ class FYCUNet(nn.Module):
     of its capacity redrawing the still background through the whole U-Net (measured in
     docs/moving_shapes.md); with the skip, copying it is the default and the network learns what
     moves. Nothing is forced: the U-Net can still change any pixel of any frame.
+    ``first_frame_skip="first"`` adds it to frame 0 only: the one frame that should equal the
+    input gets the copy for free, while later frames are drawn as without the skip (the "all"
+    skip leaves a ghost where the object started: the U-Net must erase z0 there).
     """
 
     def __init__(self, unet: UNetMotionModel, config: FYCUNetConfig):
@@ -229,21 +244,24 @@ class FYCUNet(nn.Module):
             out = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
         finally:
             self.context.clear()
-        if self.config.first_frame_skip:
+        if self.config.has_first_frame_skip:
             out = out - self._first_frame_skip(sample, noise_sigma)
         return out
 
     def _first_frame_skip(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None) -> torch.Tensor:
-        """sigma_t * z0 on every frame, z0 read from the input (masked z0 when training masks it)."""
+        """sigma_t * z0 on the skipped frames (zero on the others), z0 read from the input (masked
+        z0 when training masks it)."""
         if noise_sigma is None:
             raise ValueError(
-                "this U-Net has first_frame_skip=True: pass noise_sigma = sqrt(1 - alphas_cumprod[t]) "
-                "(first_frame.noise_sigma) of the v-prediction noise schedule"
+                f"this U-Net has first_frame_skip={self.config.first_frame_skip!r}: pass noise_sigma = "
+                "sqrt(1 - alphas_cumprod[t]) (first_frame.noise_sigma) of the v-prediction noise schedule"
             )
         b, _, f = sample.shape[:3]
         _, _, first = split_input(sample, self.config.latent_channels, self.config.channel_order)
         if self.config.first_frame_frames == "first":  # z0 sits on frame 0 only, zeros elsewhere
             first = first[:, :, :1].expand(-1, -1, f, -1, -1)
+        if self.config.first_frame_skip == "first":
+            first = torch.cat([first[:, :, :1], torch.zeros_like(first[:, :, 1:])], dim=2)
         sigma = torch.as_tensor(noise_sigma, device=sample.device, dtype=sample.dtype).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(b)

@@ -115,7 +115,7 @@ class FYCPipeline:
             getattr(config, "short_prompt_in_spatial", True) if prompt_in_spatial is None else prompt_in_spatial
         )
         self.use_motion_augment = getattr(config, "motion_augment", True)
-        self.first_frame_skip = getattr(config, "first_frame_skip", False)
+        self.first_frame_skip = getattr(config, "has_first_frame_skip", False)
         if self.first_frame_skip and self.scheduler.config.prediction_type != "v_prediction":
             raise ValueError(
                 f"the model was trained with first_frame_skip (a v-prediction output); the scheduler "
