@@ -4,7 +4,7 @@
 # 4.1 for one bf16 run alone), then every run's learning curve and final evaluation, the MA ablation
 # and the untrained baseline, in parallel processes on the CPU cores.
 #
-#   SHARDS=out/ms_pre4/shards TRAIN_TIME=00:00:40:00 bash bench/moving_shapes_gpu.sh
+#   SHARDS=out/ms_pre5_flow256/shards TRAIN_TIME=00:00:40:00 bash bench/moving_shapes_gpu.sh
 #
 # Each line of RUNS is "name [hydra overrides...]" on top of experiment=moving_shapes_gpu; the
 # MA ablation and the untrained baseline are measured on the runs named in ABLATE_RUNS (default:
@@ -14,7 +14,9 @@
 # (metrics.json, sheets/), $OUT_DIR/curves/<name>/curve.{json,png}, $OUT_DIR/summary.txt.
 set -euo pipefail
 
-SHARDS=${SHARDS:-out/ms_pre4/shards}
+SHARDS=${SHARDS:-out/ms_pre5_flow256/shards}
+FLOW_SIZE=${FLOW_SIZE:-256}          # the shards' fyc-preprocess flow.size: the unit of the magnitudes
+MAGNITUDES=${MAGNITUDES:-"4 7 10"}   # 1, 1.75, 2.5 px/frame at 64 px and flow 256 (at 128: "2 3.5 5")
 OUT_DIR=${OUT_DIR:-out/gpu}
 TRAIN_TIME=${TRAIN_TIME:-00:00:40:00}   # DD:HH:MM:SS per run (Lightning's max_time)
 CKPT_EVERY_S=${CKPT_EVERY_S:-300}    # a curve point every this many seconds of training
@@ -87,10 +89,12 @@ for name in "${names[@]}"; do
   [ -f "$run_dir/checkpoints/last.ckpt" ] || continue
   $PYTHON bench/moving_shapes_curve.py --run-dir "$run_dir" --out "$OUT_DIR/curves/$name" \
     --num-scenes "$CURVE_SCENES" --threads "$EVAL_THREADS" --jobs "$CURVE_JOBS" \
+    --flow-size "$FLOW_SIZE" --magnitudes $MAGNITUDES \
     --minutes-label "1 GPU shared by ${#names[@]} runs" > "$OUT_DIR/logs/curve_$name.log" 2>&1 &
   eval_pids+=($!)
   $PYTHON -m fyc_train.cli.eval_shapes "checkpoint=$run_dir/checkpoints/last.ckpt" "num_scenes=$FINAL_SCENES" \
-    "out=$OUT_DIR/eval/$name" > "$OUT_DIR/logs/eval_$name.log" 2>&1 &
+    "out=$OUT_DIR/eval/$name" "flow_size=$FLOW_SIZE" "magnitudes=[${MAGNITUDES// /,}]" \
+    > "$OUT_DIR/logs/eval_$name.log" 2>&1 &
   eval_pids+=($!)
 done
 for name in ${ABLATE_RUNS:-${names[0]}}; do
@@ -99,6 +103,7 @@ for name in ${ABLATE_RUNS:-${names[0]}}; do
   for ablation in ma_zero untrained; do
     $PYTHON -m fyc_train.cli.eval_shapes "checkpoint=$ckpt" "num_scenes=$FINAL_SCENES" \
       "impose_first_frame=[false]" "ablate=$ablation" "out=$OUT_DIR/eval/${name}_$ablation" \
+      "flow_size=$FLOW_SIZE" "magnitudes=[${MAGNITUDES// /,}]" \
       > "$OUT_DIR/logs/eval_${name}_$ablation.log" 2>&1 &
     eval_pids+=($!)
   done
