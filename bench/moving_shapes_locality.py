@@ -70,7 +70,8 @@ def summarize(splits: Iterable[dict]) -> dict[str, float | list[float]]:
 
 def evaluation_videos(num_scenes: int, seed: int, magnitudes: list[float], flow_size: int, num_frames: int,
                       size: tuple[int, int]):
-    """(scene index, direction, request, input clip) for every video `fyc-eval-shapes` generates."""
+    """(scene index, scene, input clip, direction, magnitude, request) for every video `fyc-eval-shapes`
+    generates."""
     speed_of = {m: m * size[0] / flow_size for m in magnitudes}
     for s, spec in enumerate(held_out_scenes(num_scenes, seed, size, num_frames, max(speed_of.values()))):
         clip = through_h264(render_frames(spec, num_frames))
