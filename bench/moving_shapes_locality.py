@@ -7,6 +7,7 @@ model's frame 0) and for the ground truth (the same scenes rendered at the reque
 passed through H.264, as the training clips were), and prints per source:
 
 - locality, and the energy per frame pair inside and outside the region;
+- the energy outside the region for each frame pair (0->1, 1->2, ...);
 - background drift: mean |frame k - frame 0| outside the region, in grey levels, per frame k;
 - the RMS flow outside the region, and the RMS flow that locality 0.9 would allow given the
   video's own energy inside it (out = in / 9).
@@ -52,6 +53,7 @@ def energy_split(video: np.ndarray, request: SceneSpec, dilate_px: int = 3) -> d
         "locality": inside_energy / (inside_energy + outside_energy) if inside_energy + outside_energy else math.nan,
         "inside_per_pair": inside_energy / pairs,
         "outside_per_pair": outside_energy / pairs,
+        "outside_by_pair": energy[:, ~region].sum(axis=1).tolist(),  # frame 0 -> 1 first: is it the jump or flicker?
         "background_drift": [float(np.abs(f - frames[0])[~region].mean()) for f in frames],
         "outside_rms_flow": math.sqrt(outside_energy / (pairs * outside)),
         "outside_rms_flow_for_target": math.sqrt(inside_energy * (1 - TARGET_LOCALITY) / TARGET_LOCALITY

@@ -33,6 +33,7 @@ from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 
 from fyc_train.models.first_frame import assemble_input, mask_first_latent, noise_sigma, resize_mask
+from fyc_train.models.noise_prior import frame_correlated_noise
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ class FYCLitModule(pl.LightningModule):
             captions = self.drop(captions, hp.caption_dropout, gen)
             prompts = self.drop(prompts, hp.motion_prompt_dropout, gen)
 
-        noise = torch.randn(latents.shape, generator=gen, device=gen.device, dtype=latents.dtype)
+        noise = frame_correlated_noise(tuple(latents.shape), self.model.config.frame_noise_correlation,
+                                       generator=gen, device=gen.device, dtype=latents.dtype)
         t = self.sample_timesteps(b, gen)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         layout = self.layout

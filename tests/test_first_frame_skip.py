@@ -108,7 +108,7 @@ def test_first_frame_only_skip_samples_the_input_as_frame_0_and_grey_after():
 
 @pytest.mark.parametrize(("value", "normalised", "active"),
                          [(False, "none", False), (True, "all", True), ("none", "none", False),
-                          ("first", "first", True), ("all", "all", True)])
+                          ("first", "first", True), ("all", "all", True), ("gated", "gated", True)])
 def test_skip_setting_accepts_session_5_booleans(value, normalised, active):
     config = FYCUNetConfig(first_frame_skip=value)
     assert config.first_frame_skip == normalised and config.has_first_frame_skip is active
@@ -116,7 +116,7 @@ def test_skip_setting_accepts_session_5_booleans(value, normalised, active):
 
 
 def test_unknown_skip_setting_names_the_choices():
-    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all'\]"):
+    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all', 'gated'\]"):
         FYCUNetConfig(first_frame_skip="frist")
 
 
@@ -130,3 +130,64 @@ def test_skip_needs_the_noise_level_and_v_prediction():
         FYCLitModule(model, prediction_type="epsilon")
     with pytest.raises(ValueError, match="first_frame_skip"):
         FYCPipeline(model, scheduler=make_scheduler({"prediction_type": "epsilon"}))
+
+
+def set_gate(model, logit: float) -> None:
+    """Force the gated U-Net's copy gate to sigmoid(logit) everywhere."""
+    conv = model.unet.unet.conv_out
+    with torch.no_grad():
+        conv.weight[model.latent_channels:].zero_()
+        conv.bias[model.latent_channels:].fill_(logit)
+
+
+def test_gated_skip_is_first_with_the_gate_shut_and_all_with_it_open():
+    model = tiny("gated", silent_unet=False)
+    c = model.latent_channels
+    assert model.unet.unet.conv_out.out_channels == c + 1  # the gate is one more U-Net output
+    g = torch.Generator().manual_seed(5)
+    noisy = torch.randn(2, c, FRAMES, 16, 16, generator=g)
+    first = torch.randn(2, c, 16, 16, generator=g)
+    x = assemble_input(noisy, torch.zeros(2, 1, 16, 16), first, first_frame_frames="all")
+    text = model.encode_text(["", ""])
+    t = torch.tensor([999, 400])
+    sigma = noise_sigma(make_scheduler().alphas_cumprod, t)
+    out = {}
+    with torch.no_grad():
+        for logit in (-30.0, 30.0, 0.0):
+            set_gate(model, logit)
+            out[logit] = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]), noise_sigma=sigma)
+    assert out[0.0].shape == (2, c, FRAMES, 16, 16)
+    skip = sigma.view(2, 1, 1, 1, 1) * first[:, :, None]
+    plain = out[30.0] + skip  # gate open: "all", every frame carries the skip
+    torch.testing.assert_close(out[-30.0][:, :, 1:], plain[:, :, 1:])  # gate shut: later frames plain ...
+    torch.testing.assert_close(out[-30.0][:, :, :1], out[30.0][:, :, :1])  # ... frame 0 always skipped
+    torch.testing.assert_close(out[0.0][:, :, 1:], plain[:, :, 1:] - 0.5 * skip)
+
+
+def test_gated_skip_with_the_gate_open_samples_the_still_input_and_shut_draws_grey():
+    image = textured_image()
+    mask = np.zeros((SIZE, SIZE), dtype=bool)
+    mask[8:16, 8:16] = True
+    videos = {}
+    for logit in (30.0, -30.0):
+        model = tiny("gated")
+        set_gate(model, logit)
+        pipe = FYCPipeline(model, scheduler=make_scheduler(clean_last_step=True), impose_first_frame=False,
+                           default_num_frames=FRAMES)
+        pipe.layout.first_frame_frames = "all"  # as the model was built (the pipeline's default is "first")
+        videos[logit] = pipe(image, mask, "sway", steps=1, guidance=1.0, seed=0, progress=False).astype(float)
+    assert np.abs(videos[30.0] - image[None]).max() <= 1
+    assert np.abs(videos[-30.0][0] - image).max() <= 1
+    assert np.abs(videos[-30.0][1:] - image[None]).mean() > 40
+
+
+def test_gated_unet_round_trips_through_save_pretrained(tmp_path):
+    from diffusers import UNetMotionModel
+
+    from fyc_train.models.unet import FYCUNet
+
+    model = tiny("gated", silent_unet=False)
+    model.unet.unet.save_pretrained(tmp_path)
+    reloaded = FYCUNet(UNetMotionModel.from_pretrained(tmp_path), model.unet.config)
+    assert reloaded.unet.conv_out.out_channels == model.latent_channels + 1
+    torch.testing.assert_close(reloaded.unet.conv_out.weight, model.unet.unet.conv_out.weight)

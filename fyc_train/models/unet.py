@@ -21,7 +21,7 @@ from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
 from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS, split_input
 from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
 
-SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all")
+SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all", "gated")
 
 
 @dataclass
@@ -47,8 +47,12 @@ class FYCUNetConfig:
     short_prompt_in_spatial: bool = True
     # not in the paper: add the first-frame latent to the output as the v-prediction of a
     # still video (see FYCUNet) on "all" frames or on the "first" frame only; "none" (or false)
-    # keeps the paper's U-Net output unchanged; true means "all"
+    # keeps the paper's U-Net output unchanged; true means "all"; "gated" = frame 0 as "first",
+    # later frames copy z0 where a gate the U-Net predicts (one more output channel) says so
     first_frame_skip: str | bool = "none"
+    # the noise prior the U-Net is trained and sampled under: each frame's noise is
+    # sqrt(r) * (one draw shared by all frames) + sqrt(1 - r) * (its own draw), r = this
+    frame_noise_correlation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.channel_order not in CHANNEL_ORDERS:
@@ -63,10 +67,18 @@ class FYCUNetConfig:
         if self.first_frame_skip not in SKIP_FRAMES:
             raise ValueError(f"first_frame_skip={self.first_frame_skip!r} is not one of {list(SKIP_FRAMES)} "
                              "(or true / false)")
+        if not 0.0 <= float(self.frame_noise_correlation) < 1.0:
+            raise ValueError(f"frame_noise_correlation={self.frame_noise_correlation!r} must be in [0, 1): "
+                             "1 would give every frame the same noise")
 
     @property
     def has_first_frame_skip(self) -> bool:
-        return self.first_frame_skip in ("first", "all", True)  # True: set on a live config
+        return self.first_frame_skip in ("first", "all", "gated", True)  # True: set on a live config
+
+    @property
+    def out_channels(self) -> int:
+        """The diffusers U-Net's output channels: the latent, plus the copy gate when "gated"."""
+        return self.latent_channels + (self.first_frame_skip == "gated")
 
     @property
     def in_channels(self) -> int:
@@ -112,6 +124,29 @@ def widen_conv_in(unet: UNetMotionModel, latent_channels: int) -> None:
     unet.register_to_config(in_channels=2 * latent_channels + 1)
 
 
+def widen_conv_out(unet: UNetMotionModel, out_channels: int) -> None:
+    """conv_out C -> C+1 output channels for the copy gate: old weights kept, the gate's weights
+    zero and its bias 0 (every gate starts at 0.5: half copy, half redraw)."""
+    old = unet.conv_out
+    if old.out_channels == out_channels:
+        return  # already wide (e.g. loading an exported FYC U-Net)
+    if old.out_channels != out_channels - 1:
+        raise ValueError(f"conv_out has {old.out_channels} output channels; expected {out_channels - 1} "
+                         f"(to widen) or {out_channels} (already widened)")
+    new = nn.Conv2d(old.in_channels, out_channels, kernel_size=old.kernel_size, stride=old.stride,
+                    padding=old.padding, bias=old.bias is not None)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[: old.out_channels].copy_(old.weight)
+        if new.bias is not None:
+            new.bias.zero_()
+            new.bias[: old.out_channels].copy_(old.bias)
+    new.requires_grad_(old.weight.requires_grad)
+    unet.conv_out = new
+    unet.register_to_config(out_channels=out_channels)
+
+
 def _checkpoint_except_motion_modules(module: nn.Module, *args):
     """diffusers' checkpoint function, except motion modules (their blocks checkpoint themselves)."""
     if isinstance(module, AnimateDiffTransformer3D):
@@ -137,6 +172,12 @@ class FYCUNet(nn.Module):
     ``first_frame_skip="first"`` adds it to frame 0 only: the one frame that should equal the
     input gets the copy for free, while later frames are drawn as without the skip (the "all"
     skip leaves a ghost where the object started: the U-Net must erase z0 there).
+    ``first_frame_skip="gated"``: frame 0 as "first"; on later frames the skip is scaled by a
+    per-position gate in [0, 1], the sigmoid of one extra U-Net output channel: the network
+    chooses where a frame copies z0 (the still background) and where it is drawn freely (where
+    the object goes and what it uncovers), instead of erasing z0 there as with "all".
+    Without a copy, a small model redraws the background differently in every frame and that
+    flicker is read as motion outside the clicked region (docs/moving_shapes.md, session 7).
     """
 
     def __init__(self, unet: UNetMotionModel, config: FYCUNetConfig):
@@ -146,6 +187,7 @@ class FYCUNet(nn.Module):
         self.config = config
         self.context = ForwardContext()
         widen_conv_in(unet, config.latent_channels)
+        widen_conv_out(unet, config.out_channels)
         self.unet = unet
         convert_motion_blocks(unet, self.context, config.motion_context_dim if config.motion_augment else None)
         time_proj_dim = unet.time_proj.num_channels
@@ -244,13 +286,18 @@ class FYCUNet(nn.Module):
             out = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
         finally:
             self.context.clear()
+        gate = None
+        if self.config.first_frame_skip == "gated":
+            out, gate_logit = out[:, : self.config.latent_channels], out[:, self.config.latent_channels:]
+            gate = torch.sigmoid(gate_logit)
         if self.config.has_first_frame_skip:
-            out = out - self._first_frame_skip(sample, noise_sigma)
+            out = out - self._first_frame_skip(sample, noise_sigma, gate)
         return out
 
-    def _first_frame_skip(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None) -> torch.Tensor:
-        """sigma_t * z0 on the skipped frames (zero on the others), z0 read from the input (masked
-        z0 when training masks it)."""
+    def _first_frame_skip(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None,
+                          gate: torch.Tensor | None = None) -> torch.Tensor:
+        """sigma_t * z0 on the skipped frames (zero on the others; times `gate` (B, 1, F, h, w)
+        on frames 1.. when gated), z0 read from the input (masked z0 when training masks it)."""
         if noise_sigma is None:
             raise ValueError(
                 f"this U-Net has first_frame_skip={self.config.first_frame_skip!r}: pass noise_sigma = "
@@ -262,6 +309,8 @@ class FYCUNet(nn.Module):
             first = first[:, :, :1].expand(-1, -1, f, -1, -1)
         if self.config.first_frame_skip == "first":
             first = torch.cat([first[:, :, :1], torch.zeros_like(first[:, :, 1:])], dim=2)
+        elif self.config.first_frame_skip == "gated":
+            first = torch.cat([first[:, :, :1], gate[:, :, 1:] * first[:, :, 1:]], dim=2)
         sigma = torch.as_tensor(noise_sigma, device=sample.device, dtype=sample.dtype).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(b)

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fyc_train.models.first_frame import assemble_input, noise_sigma, resize_mask
+from fyc_train.models.noise_prior import frame_correlated_noise
 
 from .masks import SamplingInputError
 
@@ -243,7 +244,8 @@ class FYCPipeline:
 
         self.scheduler.set_timesteps(steps, device=self.device)
         timesteps = self.scheduler.timesteps
-        noise = torch.randn((1, C, frames, h, w), generator=generator, dtype=torch.float32)
+        noise = frame_correlated_noise((1, C, frames, h, w), self.model.config.frame_noise_correlation,
+                                       generator=generator)  # the prior the U-Net was trained under
         noise = noise.to(self.device, self.dtype)
         latents = noise * self.scheduler.init_noise_sigma
         for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress)):
