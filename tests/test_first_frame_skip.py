@@ -191,3 +191,13 @@ def test_gated_unet_round_trips_through_save_pretrained(tmp_path):
     reloaded = FYCUNet(UNetMotionModel.from_pretrained(tmp_path), model.unet.config)
     assert reloaded.unet.conv_out.out_channels == model.latent_channels + 1
     torch.testing.assert_close(reloaded.unet.conv_out.weight, model.unet.unet.conv_out.weight)
+
+
+def test_gated_skip_trains_its_gate_when_only_motion_modules_train():
+    from fyc_train.models.fyc_model import FYCModel
+
+    model = tiny("gated")
+    motion_only = FYCModel(model.unet, model.autoencoder, model.text_encoder, trainable="motion")
+    names = {n for n, _ in motion_only.named_trainable_parameters()}
+    assert {"unet.unet.conv_out.weight", "unet.unet.conv_out.bias"} <= names
+    assert not any(".resnets." in n and "motion" not in n for n in names)  # spatial layers stay frozen

@@ -32,6 +32,11 @@ log = logging.getLogger("fyc_train.demo")
 # The recipe preprocesses at 256 (labels of slow objects); the demo keeps 128 for its 10-minute
 # budget (a quarter of the RAFT time), so its evaluation is told the same unit.
 DEMO_FLOW_SIZE = 128
+CLIP_SIZE = 64
+# The recipe evaluation's speeds (px per frame of the 64 px clips); the model is asked for them
+# in its training unit, px per step at flow.size, so the magnitudes follow from DEMO_FLOW_SIZE.
+EVAL_SPEEDS = (1.0, 1.75, 2.5)
+EVAL_MAGNITUDES = [speed * DEMO_FLOW_SIZE / CLIP_SIZE for speed in EVAL_SPEEDS]
 
 
 def find_raft_weights(explicit: str | None) -> str | None:
@@ -104,11 +109,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     timings: dict[str, float] = {}
     timings["corpus"] = run_stage("corpus", [
         cmd("fyc-make-corpus"), "--out", str(corpus), "--num-videos", str(args.num_videos), "--seed", str(args.seed),
-        "--size", "64", "64", "--frames", "8", "--fps", "8", "--motions-per-scene", "4"], out / "logs" / "corpus.log")
+        "--size", str(CLIP_SIZE), str(CLIP_SIZE), "--frames", "8", "--fps", "8", "--motions-per-scene", "4"], out / "logs" / "corpus.log")
     ray_cpus = [f"ray.num_cpus={args.cpus}"] if args.cpus else []
     timings["preprocess"] = run_stage("preprocess", [
         cmd("fyc-preprocess"), f"input.manifest={corpus / 'manifest.csv'}", f"output.dir={data}",
-        "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "shard.max_samples=64", "flow.mask_region=first",
+        "clip.num_frames=8", "clip.stride=1", f"clip.size=[{CLIP_SIZE},{CLIP_SIZE}]", "shard.max_samples=64", "flow.mask_region=first",
         *flow, *ray_cpus],
         out / "logs" / "preprocess.log")
     train_seconds = int(args.train_minutes * 60)
@@ -121,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     checkpoint = runs / "moving_shapes" / "checkpoints" / "last.ckpt"
     timings["evaluate"] = run_stage("evaluate", [
         cmd("fyc-eval-shapes"), f"checkpoint={checkpoint}", f"out={evals}", f"num_scenes={args.eval_scenes}",
-        f"seed={args.seed + 1000}", f"flow_size={DEMO_FLOW_SIZE}", "magnitudes=[2.0,3.5,5.0]"],
+        f"seed={args.seed + 1000}", f"flow_size={DEMO_FLOW_SIZE}",
+        f"magnitudes=[{','.join(f'{m:g}' for m in EVAL_MAGNITUDES)}]"],
         out / "logs" / "evaluate.log")
 
     summary = write_summary(out, run_dir=runs / "moving_shapes", eval_dir=evals, data_dir=data, timings=timings)
