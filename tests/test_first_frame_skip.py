@@ -201,3 +201,14 @@ def test_gated_skip_trains_its_gate_when_only_motion_modules_train():
     names = {n for n, _ in motion_only.named_trainable_parameters()}
     assert {"unet.unet.conv_out.weight", "unet.unet.conv_out.bias"} <= names
     assert not any(".resnets." in n and "motion" not in n for n in names)  # spatial layers stay frozen
+
+
+@pytest.mark.parametrize("init", [0.02, 0.5])
+def test_copy_gate_starts_at_its_configured_value(init):
+    model = build_tiny(image_size=SIZE, autoencoder={"factor": 2}, unet={"block_out_channels": [16, 32]},
+                       fyc={"first_frame_skip": "gated", "copy_gate_init": init})
+    bias = model.unet.unet.conv_out.bias[model.latent_channels:]
+    assert torch.sigmoid(bias).item() == pytest.approx(init)
+    assert model.unet.unet.conv_out.weight[model.latent_channels:].abs().max() == 0
+    with pytest.raises(ValueError, match="copy_gate_init"):
+        FYCUNetConfig(first_frame_skip="gated", copy_gate_init=1.0)

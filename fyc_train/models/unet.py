@@ -9,6 +9,7 @@ modifies it in place (wider ``conv_in``, motion blocks with MA, a time-embedding
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,9 @@ class FYCUNetConfig:
     # keeps the paper's U-Net output unchanged; true means "all"; "gated" = frame 0 as "first",
     # later frames copy z0 where a gate the U-Net predicts (one more output channel) says so
     first_frame_skip: str | bool = "none"
+    # "gated": the gate's value at initialisation (its bias; weights start at zero). 0.5 is
+    # neutral; near 0 the model starts as "first" and opens the copy where it pays
+    copy_gate_init: float = 0.5
     # the noise prior the U-Net is trained and sampled under: each frame's noise is
     # sqrt(r) * (one draw shared by all frames) + sqrt(1 - r) * (its own draw), r = this
     frame_noise_correlation: float = 0.0
@@ -67,6 +71,8 @@ class FYCUNetConfig:
         if self.first_frame_skip not in SKIP_FRAMES:
             raise ValueError(f"first_frame_skip={self.first_frame_skip!r} is not one of {list(SKIP_FRAMES)} "
                              "(or true / false)")
+        if not 0.0 < float(self.copy_gate_init) < 1.0:
+            raise ValueError(f"copy_gate_init={self.copy_gate_init!r} must be in (0, 1): it is a sigmoid's value")
         if not 0.0 <= float(self.frame_noise_correlation) < 1.0:
             raise ValueError(f"frame_noise_correlation={self.frame_noise_correlation!r} must be in [0, 1): "
                              "1 would give every frame the same noise")
@@ -124,9 +130,9 @@ def widen_conv_in(unet: UNetMotionModel, latent_channels: int) -> None:
     unet.register_to_config(in_channels=2 * latent_channels + 1)
 
 
-def widen_conv_out(unet: UNetMotionModel, out_channels: int) -> None:
+def widen_conv_out(unet: UNetMotionModel, out_channels: int, gate_init: float = 0.5) -> None:
     """conv_out C -> C+1 output channels for the copy gate: old weights kept, the gate's weights
-    zero and its bias 0 (every gate starts at 0.5: half copy, half redraw)."""
+    zero and its bias logit(gate_init), so every gate starts at `gate_init`."""
     old = unet.conv_out
     if old.out_channels == out_channels:
         return  # already wide (e.g. loading an exported FYC U-Net)
@@ -140,7 +146,7 @@ def widen_conv_out(unet: UNetMotionModel, out_channels: int) -> None:
         new.weight.zero_()
         new.weight[: old.out_channels].copy_(old.weight)
         if new.bias is not None:
-            new.bias.zero_()
+            new.bias.fill_(math.log(gate_init / (1.0 - gate_init)))
             new.bias[: old.out_channels].copy_(old.bias)
     new.requires_grad_(old.weight.requires_grad)
     unet.conv_out = new
@@ -187,7 +193,7 @@ class FYCUNet(nn.Module):
         self.config = config
         self.context = ForwardContext()
         widen_conv_in(unet, config.latent_channels)
-        widen_conv_out(unet, config.out_channels)
+        widen_conv_out(unet, config.out_channels, config.copy_gate_init)
         self.unet = unet
         convert_motion_blocks(unet, self.context, config.motion_context_dim if config.motion_augment else None)
         time_proj_dim = unet.time_proj.num_channels
