@@ -86,7 +86,7 @@ def test_skip_adds_sigma_times_the_first_latent_and_the_unet_still_sees_everythi
         out = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]), noise_sigma=sigma)
         model.unet.config.first_frame_skip = "first"
         first_only = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]), noise_sigma=sigma)
-        model.unet.config.first_frame_skip = False
+        model.unet.config.first_frame_skip = "none"
         plain = model.unet(x, t, text, text, magnitude=torch.tensor([2.0, 2.0]))
     expected = plain - sigma.view(2, 1, 1, 1, 1) * first[:, :, None]
     torch.testing.assert_close(out, expected)

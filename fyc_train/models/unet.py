@@ -79,7 +79,7 @@ class FYCUNetConfig:
 
     @property
     def has_first_frame_skip(self) -> bool:
-        return self.first_frame_skip in ("first", "all", "gated", True)  # True: set on a live config
+        return self.first_frame_skip in ("first", "all", "gated")  # booleans are normalised on construction
 
     @property
     def out_channels(self) -> int:
