@@ -40,6 +40,18 @@ log = logging.getLogger(__name__)
 LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear", "cosine_with_restarts", "polynomial")
 
 
+def with_copy_gate_rows(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each ``conv_out`` that is one output channel short of ``own``'s (a checkpoint
+    without a copy gate, loaded into a U-Net with one) padded by ``own``'s initial gate row."""
+    state = dict(state)
+    for key, value in state.items():
+        target = own.get(key)
+        if (key.endswith(("conv_out.weight", "conv_out.bias")) and target is not None
+                and value.shape[0] + 1 == target.shape[0] and value.shape[1:] == target.shape[1:]):
+            state[key] = torch.cat([value.to(target.dtype), target[value.shape[0]:].cpu()], dim=0)
+    return state
+
+
 class FYCLitModule(pl.LightningModule):
     def __init__(
         self,
@@ -105,9 +117,9 @@ class FYCLitModule(pl.LightningModule):
 
     def load_weights_from(self, path: str) -> None:
         """Initialise from another run's checkpoint (stage 1 -> stage 2): weights only, no
-        optimizer state; new layers (the MA module) keep their zero-initialised values."""
+        optimizer state; new layers (the MA module, a copy gate) keep their initial values."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
+        state = with_copy_gate_rows(state.get("state_dict", state), self.state_dict())
         result = self.load_state_dict(state, strict=False)
         log.info("init_from %s: %d missing keys (new layers), %d unexpected keys",
                  path, len(result.missing_keys), len(result.unexpected_keys))

@@ -108,7 +108,8 @@ def test_first_frame_only_skip_samples_the_input_as_frame_0_and_grey_after():
 
 @pytest.mark.parametrize(("value", "normalised", "active"),
                          [(False, "none", False), (True, "all", True), ("none", "none", False),
-                          ("first", "first", True), ("all", "all", True), ("gated", "gated", True)])
+                          ("first", "first", True), ("all", "all", True), ("gated", "gated", True),
+                          ("blend", "blend", True)])
 def test_skip_setting_accepts_session_5_booleans(value, normalised, active):
     config = FYCUNetConfig(first_frame_skip=value)
     assert config.first_frame_skip == normalised and config.has_first_frame_skip is active
@@ -116,7 +117,7 @@ def test_skip_setting_accepts_session_5_booleans(value, normalised, active):
 
 
 def test_unknown_skip_setting_names_the_choices():
-    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all', 'gated'\]"):
+    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all', 'gated', 'blend'\]"):
         FYCUNetConfig(first_frame_skip="frist")
 
 

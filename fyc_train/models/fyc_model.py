@@ -15,7 +15,8 @@ class FYCModel(nn.Module):
 
     ``trainable`` chooses what gets gradients:
       - "motion" (paper): motion modules incl. MA, ``conv_in``, magnitude/FPS embeddings (and
-        ``conv_out`` with the gated first-frame skip, whose gate it predicts); spatial layers, autoencoder and text encoder frozen.
+        ``conv_out`` with a copy-gate first-frame skip, whose gate it predicts); spatial layers,
+        autoencoder and text encoder frozen.
       - "unet": the whole U-Net (the tiny random-init model trained from scratch).
       - "all": the whole U-Net and the text encoder (tiny random text encoder only).
     Frozen parts have ``requires_grad=False`` and stay in eval mode under ``train()``.
@@ -44,7 +45,7 @@ class FYCModel(nn.Module):
         if self.trainable == "motion":
             params = (self.unet.motion_module_parameters() + list(self.unet.unet.conv_in.parameters())
                       + self.unet.conditioning_parameters())
-            if self.unet.config.first_frame_skip == "gated":  # conv_out holds the new copy gate
+            if self.unet.config.has_copy_gate:  # conv_out holds the new copy gate
                 params += list(self.unet.unet.conv_out.parameters())
         else:
             params = list(self.unet.parameters())

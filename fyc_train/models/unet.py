@@ -22,7 +22,8 @@ from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
 from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS, split_input
 from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
 
-SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all", "gated")
+SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all", "gated", "blend")
+COPY_GATE_SKIPS: tuple[str, ...] = ("gated", "blend")  # the U-Net predicts a copy gate
 
 
 @dataclass
@@ -49,9 +50,10 @@ class FYCUNetConfig:
     # not in the paper: add the first-frame latent to the output as the v-prediction of a
     # still video (see FYCUNet) on "all" frames or on the "first" frame only; "none" (or false)
     # keeps the paper's U-Net output unchanged; true means "all"; "gated" = frame 0 as "first",
-    # later frames copy z0 where a gate the U-Net predicts (one more output channel) says so
+    # later frames copy z0 where a gate the U-Net predicts (one more output channel) says so;
+    # "blend" = frame 0 as "first", later frames g * (the still video) + (1 - g) * (the U-Net)
     first_frame_skip: str | bool = "none"
-    # "gated": the gate's value at initialisation (its bias; weights start at zero). 0.5 is
+    # "gated" / "blend": the gate's value at initialisation (its bias; weights start at zero). 0.5 is
     # neutral; near 0 the model starts as "first" and opens the copy where it pays
     copy_gate_init: float = 0.5
     # the noise prior the U-Net is trained and sampled under: each frame's noise is
@@ -79,12 +81,16 @@ class FYCUNetConfig:
 
     @property
     def has_first_frame_skip(self) -> bool:
-        return self.first_frame_skip in ("first", "all", "gated")  # booleans are normalised on construction
+        return self.first_frame_skip != "none"  # booleans are normalised on construction
+
+    @property
+    def has_copy_gate(self) -> bool:
+        return self.first_frame_skip in COPY_GATE_SKIPS
 
     @property
     def out_channels(self) -> int:
-        """The diffusers U-Net's output channels: the latent, plus the copy gate when "gated"."""
-        return self.latent_channels + (self.first_frame_skip == "gated")
+        """The diffusers U-Net's output channels: the latent, plus the copy gate when it has one."""
+        return self.latent_channels + self.has_copy_gate
 
     @property
     def in_channels(self) -> int:
@@ -184,6 +190,14 @@ class FYCUNet(nn.Module):
     the object goes and what it uncovers), instead of erasing z0 there as with "all".
     Without a copy, a small model redraws the background differently in every frame and that
     flicker is read as motion outside the clicked region (docs/moving_shapes.md, session 7).
+    ``first_frame_skip="blend"``: frame 0 as "first"; frame k >= 1 is the convex mix
+    ``g * v_still + (1 - g) * unet_k``, where ``v_still = (alpha_t * x_t - z0) / sigma_t`` is
+    the v whose clean video is z0 (DDIM's x0 = alpha_t x_t - sigma_t v gives exactly z0). The
+    loss's gradient on g is then -(1 - g) |unet - v_still|^2 wherever the video is still: the
+    gate opens on the background as soon as the U-Net redraws it imperfectly, from any state,
+    and shuts where the object goes. "gated" adds g * z0 to the U-Net's own drawing instead, so
+    from a U-Net that already draws the background opening it doubles the background and the
+    gate stays shut (docs/moving_shapes.md, session 8).
     """
 
     def __init__(self, unet: UNetMotionModel, config: FYCUNetConfig):
@@ -293,9 +307,11 @@ class FYCUNet(nn.Module):
         finally:
             self.context.clear()
         gate = None
-        if self.config.first_frame_skip == "gated":
+        if self.config.has_copy_gate:
             out, gate_logit = out[:, : self.config.latent_channels], out[:, self.config.latent_channels:]
             gate = torch.sigmoid(gate_logit)
+        if self.config.first_frame_skip == "blend":
+            return self._blend_with_still(sample, out, noise_sigma, gate)
         if self.config.has_first_frame_skip:
             out = out - self._first_frame_skip(sample, noise_sigma, gate)
         return out
@@ -304,25 +320,49 @@ class FYCUNet(nn.Module):
                           gate: torch.Tensor | None = None) -> torch.Tensor:
         """sigma_t * z0 on the skipped frames (zero on the others; times `gate` (B, 1, F, h, w)
         on frames 1.. when gated), z0 read from the input (masked z0 when training masks it)."""
+        sigma = self._sigma(sample, noise_sigma)
+        first = self._first_latent(sample)
+        if self.config.first_frame_skip in ("first", "blend"):
+            first = torch.cat([first[:, :, :1], torch.zeros_like(first[:, :, 1:])], dim=2)
+        elif self.config.first_frame_skip == "gated":
+            first = torch.cat([first[:, :, :1], gate[:, :, 1:] * first[:, :, 1:]], dim=2)
+        return sigma * first
+
+    def _blend_with_still(self, sample: torch.Tensor, out: torch.Tensor, noise_sigma: torch.Tensor | None,
+                          gate: torch.Tensor) -> torch.Tensor:
+        """Frame 0 as "first"; frames 1.. ``g * v_still + (1 - g) * out`` (see the class docstring)."""
+        sigma = self._sigma(sample, noise_sigma)
+        noisy = split_input(sample, self.config.latent_channels, self.config.channel_order)[0]
+        first = self._first_latent(sample)
+        # sigma_t >= 0.029 on the training schedules; the floor only guards a caller's t = 0 of a
+        # schedule with alpha_bar_0 = 1, where the still video's v is undefined
+        sigma = sigma.clamp_min(1e-3)
+        alpha = (1.0 - sigma.square()).clamp_min(0.0).sqrt()
+        v_still = (alpha * noisy - first) / sigma
+        later = gate[:, :, 1:] * v_still[:, :, 1:] + (1.0 - gate[:, :, 1:]) * out[:, :, 1:]
+        return torch.cat([out[:, :, :1] - sigma * first[:, :, :1], later], dim=2)
+
+    def _sigma(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None) -> torch.Tensor:
+        """noise_sigma as (B, 1, 1, 1, 1), with the error a caller that forgot it needs."""
         if noise_sigma is None:
             raise ValueError(
                 f"this U-Net has first_frame_skip={self.config.first_frame_skip!r}: pass noise_sigma = "
                 "sqrt(1 - alphas_cumprod[t]) (first_frame.noise_sigma) of the v-prediction noise schedule"
             )
-        b, _, f = sample.shape[:3]
-        _, _, first = split_input(sample, self.config.latent_channels, self.config.channel_order)
-        if self.config.first_frame_frames == "first":  # z0 sits on frame 0 only, zeros elsewhere
-            first = first[:, :, :1].expand(-1, -1, f, -1, -1)
-        if self.config.first_frame_skip == "first":
-            first = torch.cat([first[:, :, :1], torch.zeros_like(first[:, :, 1:])], dim=2)
-        elif self.config.first_frame_skip == "gated":
-            first = torch.cat([first[:, :, :1], gate[:, :, 1:] * first[:, :, 1:]], dim=2)
+        b = sample.shape[0]
         sigma = torch.as_tensor(noise_sigma, device=sample.device, dtype=sample.dtype).reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(b)
         if sigma.numel() != b:
             raise ValueError(f"noise_sigma has {sigma.numel()} values for a batch of {b}")
-        return sigma.view(b, 1, 1, 1, 1) * first
+        return sigma.view(b, 1, 1, 1, 1)
+
+    def _first_latent(self, sample: torch.Tensor) -> torch.Tensor:
+        """z0 on every frame (B, C, F, h, w), read from the input (masked z0 when training masks it)."""
+        _, _, first = split_input(sample, self.config.latent_channels, self.config.channel_order)
+        if self.config.first_frame_frames == "first":  # z0 sits on frame 0 only, zeros elsewhere
+            first = first[:, :, :1].expand(-1, -1, sample.shape[2], -1, -1)
+        return first
 
     @classmethod
     def from_motion_unet(cls, unet: UNetMotionModel, **options) -> FYCUNet:
