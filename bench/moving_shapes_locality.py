@@ -28,15 +28,13 @@ import numpy as np
 import torch
 
 from fyc_train.eval.moving_shapes import dilate, farneback_flows
-from fyc_train.eval.run import held_out_scenes, through_h264
+from fyc_train.eval.run import held_out_scenes, motion_requests, speeds_px_per_frame, through_h264
 from preprocessing.synthetic.moving_shapes import (
-    DIRECTIONS,
     SceneSpec,
     motion_prompt,
     object_mask,
     reachable_region,
     render_frames,
-    with_motion,
 )
 
 TARGET_LOCALITY = 0.9
@@ -70,18 +68,6 @@ def summarize(splits: Iterable[dict]) -> dict[str, float | list[float]]:
     return out
 
 
-def evaluation_videos(num_scenes: int, seed: int, magnitudes: list[float], flow_size: int, num_frames: int,
-                      size: tuple[int, int]):
-    """(scene index, scene, input clip, direction, magnitude, request) for every video `fyc-eval-shapes`
-    generates."""
-    speed_of = {m: m * size[0] / flow_size for m in magnitudes}
-    for s, spec in enumerate(held_out_scenes(num_scenes, seed, size, num_frames, max(speed_of.values()))):
-        clip = through_h264(render_frames(spec, num_frames))
-        for direction in DIRECTIONS:
-            for magnitude in magnitudes:
-                yield s, spec, clip, direction, magnitude, with_motion(spec, spec.target, direction, speed_of[magnitude])
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", help="fyc-train checkpoint or exported model (omit: ground truth only)")
@@ -106,14 +92,17 @@ def main(argv: list[str] | None = None) -> dict:
         pipe = FYCPipeline(loaded.model, scheduler=loaded.scheduler(True), impose_first_frame=False,
                            layout=loaded.layout, default_num_frames=args.num_frames, fps=loaded.fps)
     splits: dict[str, list[dict]] = {"truth": [], "model": []}
-    for s, spec, clip, direction, magnitude, request in evaluation_videos(
-            args.num_scenes, args.seed, args.magnitudes, args.flow_size, args.num_frames, size):
-        splits["truth"].append(energy_split(through_h264(render_frames(request, args.num_frames)), request))
-        if pipe is not None:
-            video = pipe(clip[0], object_mask(spec, spec.target, 0), motion_prompt(direction), caption=None,
-                         magnitude=magnitude, num_frames=args.num_frames, steps=1, guidance=1.0,
-                         seed=args.seed + s, progress=False)
-            splits["model"].append(energy_split(video, request))
+    speed_of = speeds_px_per_frame(args.magnitudes, size[0], args.flow_size)
+    scenes = held_out_scenes(args.num_scenes, args.seed, size, args.num_frames, max(speed_of.values()))
+    for s, spec in enumerate(scenes):  # the videos `fyc-eval-shapes` generates, in its order
+        image = through_h264(render_frames(spec, args.num_frames))[0]
+        for direction, magnitude, request in motion_requests(spec, args.magnitudes, speed_of):
+            splits["truth"].append(energy_split(through_h264(render_frames(request, args.num_frames)), request))
+            if pipe is not None:
+                video = pipe(image, object_mask(spec, spec.target, 0), motion_prompt(direction), caption=None,
+                             magnitude=magnitude, num_frames=args.num_frames, steps=1, guidance=1.0,
+                             seed=args.seed + s, progress=False)
+                splits["model"].append(energy_split(video, request))
     report = {source: summarize(rows) for source, rows in splits.items() if rows}
     print("source  videos  locality  energy in/pair  out/pair  RMS flow out (for 0.9)  background drift by frame")
     for source, r in report.items():

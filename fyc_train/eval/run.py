@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,20 @@ def through_h264(frames: np.ndarray, fps: float = 8.0) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- model
+def speeds_px_per_frame(magnitudes: Sequence[float], height: int, flow_size: int) -> dict[float, float]:
+    """Requested magnitude (flow pixels at the training data's flow.size) -> px/frame at `height`."""
+    return {float(m): float(m) * height / flow_size for m in magnitudes}
+
+
+def motion_requests(spec: SceneSpec, magnitudes: Sequence[float],
+                    speed_of: dict[float, float]) -> Iterator[tuple[str, float, SceneSpec]]:
+    """(direction, magnitude, the scene with its target moving so) for every evaluated motion: the
+    held-out video set of `fyc-eval-shapes` and `bench/moving_shapes_locality.py`."""
+    for direction in DIRECTIONS:
+        for magnitude in magnitudes:
+            yield direction, float(magnitude), with_motion(spec, spec.target, direction, speed_of[float(magnitude)])
+
+
 def untrained_like(loaded: LoadedCheckpoint, checkpoint: str | Path) -> LoadedCheckpoint:
     """The same model freshly initialised (its config's seed), for an untrained baseline: the
     checkpoint's model_config is rebuilt with the allow-listed project builder."""
@@ -168,7 +182,7 @@ def evaluate_model(
         loaded = untrained_like(loaded, checkpoint)
     model = zero_motion_augment(loaded.model) if ablate == "ma_zero" else loaded.model
     height, width = loaded.size or (64, 64)
-    speed_of = {float(m): float(m) * height / flow_size for m in magnitudes}  # px/frame, generated
+    speed_of = speeds_px_per_frame(magnitudes, height, flow_size)
     scenes = held_out_scenes(num_scenes, seed, (height, width), num_frames, max(speed_of.values()))
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -188,20 +202,18 @@ def evaluate_model(
             pipe = FYCPipeline(model, scheduler=loaded.scheduler(clean_last_step), impose_first_frame=impose,
                                layout=loaded.layout, default_num_frames=num_frames, fps=loaded.fps,
                                prompt_in_spatial=prompt_in_spatial)
-            for direction in DIRECTIONS:
-                for magnitude in magnitudes:
-                    video = pipe(image, mask, motion_prompt(direction), caption=None, magnitude=float(magnitude),
-                                 num_frames=num_frames, steps=steps, guidance=guidance, seed=seed + s,
-                                 progress=False)
-                    request = with_motion(spec, spec.target, direction, speed_of[float(magnitude)])
-                    result = evaluate_video(video, request, stride=1, image=image, flow_size=metric_flow_size,
-                                            group=f"{scene_id}/{direction}")
-                    results.setdefault(mode, []).append(result)
-                    rows.append({"mode": mode, "scene": scene_id, "magnitude": float(magnitude), **result.as_dict()})
-                    if not impose and magnitude == magnitudes[len(magnitudes) // 2]:
-                        sheet_videos.append((f"move {direction}, magnitude {magnitude:g}: measured "
-                                             f"{result.direction_measured} {result.speed_measured:.2f} px/f", video))
-                    bar.update()
+            for direction, magnitude, request in motion_requests(spec, magnitudes, speed_of):
+                video = pipe(image, mask, motion_prompt(direction), caption=None, magnitude=magnitude,
+                             num_frames=num_frames, steps=steps, guidance=guidance, seed=seed + s,
+                             progress=False)
+                result = evaluate_video(video, request, stride=1, image=image, flow_size=metric_flow_size,
+                                        group=f"{scene_id}/{direction}")
+                results.setdefault(mode, []).append(result)
+                rows.append({"mode": mode, "scene": scene_id, "magnitude": float(magnitude), **result.as_dict()})
+                if not impose and magnitude == magnitudes[len(magnitudes) // 2]:
+                    sheet_videos.append((f"move {direction}, magnitude {magnitude:g}: measured "
+                                         f"{result.direction_measured} {result.speed_measured:.2f} px/f", video))
+                bar.update()
         if out is not None and sheet_videos:
             _sheet(image, mask, sheet_videos).save(out / "sheets" / f"{scene_id}.png")
     bar.close()
