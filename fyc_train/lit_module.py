@@ -41,13 +41,13 @@ LR_SCHEDULES = ("constant", "constant_with_warmup", "cosine", "linear", "cosine_
 
 
 def with_copy_gate_rows(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with each ``conv_out`` that is one output channel short of ``own``'s (a checkpoint
-    without a copy gate, loaded into a U-Net with one) padded by ``own``'s initial gate row."""
+    """``state`` with each ``conv_out`` that has fewer output channels than ``own``'s (a checkpoint
+    without a copy gate, loaded into a U-Net with one) padded by ``own``'s initial gate rows."""
     state = dict(state)
     for key, value in state.items():
         target = own.get(key)
         if (key.endswith(("conv_out.weight", "conv_out.bias")) and target is not None
-                and value.shape[0] + 1 == target.shape[0] and value.shape[1:] == target.shape[1:]):
+                and value.shape[0] < target.shape[0] and value.shape[1:] == target.shape[1:]):
             state[key] = torch.cat([value.to(target.dtype), target[value.shape[0]:].cpu()], dim=0)
     return state
 

@@ -12,12 +12,14 @@ import torch
 from test_first_frame_skip import FRAMES, SIZE, set_gate, still_batch, textured_image, tiny
 
 from fyc_train.lit_module import FYCLitModule, with_copy_gate_rows
+from fyc_train.models.build import build_tiny
 from fyc_train.models.first_frame import assemble_input, noise_sigma, split_input
 from fyc_train.sampling.pipeline import FYCPipeline, make_scheduler
 
 
-def unet_outputs(model, logits: tuple[float, ...], t=(999, 400, 20)):
-    """The U-Net's v for one random input at timesteps ``t``, per forced gate logit; and its inputs."""
+def unet_outputs(model, logits: tuple[float | None, ...], t=(999, 400, 20)):
+    """The U-Net's v for one random input at timesteps ``t``, per forced gate logit (None: the
+    model's own gate); and its inputs."""
     c, b = model.latent_channels, len(t)
     g = torch.Generator().manual_seed(5)
     noisy = torch.randn(b, c, FRAMES, 16, 16, generator=g)
@@ -29,7 +31,8 @@ def unet_outputs(model, logits: tuple[float, ...], t=(999, 400, 20)):
     out = {}
     with torch.no_grad():
         for logit in logits:
-            set_gate(model, logit)
+            if logit is not None:
+                set_gate(model, logit)
             out[logit] = model.unet(x, t, text, text, magnitude=torch.full((b,), 2.0), noise_sigma=sigma)
     return out, noisy, first, sigma.view(b, 1, 1, 1, 1)
 
@@ -54,18 +57,46 @@ def test_shut_gate_is_the_first_frame_skip_and_half_open_is_the_mean():
     torch.testing.assert_close(out[0.0][:, :, :1], out[30.0][:, :, :1])  # frame 0 is never gated
 
 
-def test_open_gate_samples_the_input_on_every_later_frame():
+@pytest.mark.parametrize("skip", ["blend", "blend_all"])
+def test_open_gate_samples_the_input_on_every_gated_frame(skip):
     image = textured_image()
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     mask[8:16, 8:16] = True
-    model = tiny("blend", silent_unet=False)
+    model = tiny(skip, silent_unet=False)
     set_gate(model, 30.0)
     for steps in (1, 4):
         pipe = FYCPipeline(model, scheduler=make_scheduler(clean_last_step=True), impose_first_frame=False,
                            default_num_frames=FRAMES)
         pipe.layout.first_frame_frames = "all"  # as the model was built (the pipeline's default is "first")
         video = pipe(image, mask, "sway", steps=steps, guidance=1.0, seed=0, progress=False)
-        assert np.abs(video[1:].astype(float) - image[None]).max() <= 1, steps
+        error = np.abs(video.astype(float) - image[None])
+        assert error[1:].max() <= 1, steps
+        # "blend": frame 0 is z0 plus the U-Net's residual (the flicker at frame 1 "blend_all" removes)
+        assert bool(error[0].max() <= 1) is (skip == "blend_all"), steps
+
+
+def test_blend_all_with_the_gate_shut_is_blend():
+    outputs = {}
+    for skip in ("blend", "blend_all"):
+        torch.manual_seed(0)
+        outputs[skip] = unet_outputs(tiny(skip, silent_unet=False), (-30.0,))[0][-30.0]
+    torch.testing.assert_close(outputs["blend_all"], outputs["blend"])
+
+
+def test_per_channel_gate_copies_each_latent_channel_on_its_own():
+    model = build_tiny(image_size=SIZE, autoencoder={"factor": 2}, unet={"block_out_channels": [16, 32]},
+                       fyc={"first_frame_skip": "blend_all", "first_frame_frames": "all",
+                            "copy_gate_per_channel": True}).eval()
+    c = model.latent_channels
+    assert model.unet.unet.conv_out.out_channels == 2 * c  # pixel-unshuffle: one gate per pixel and colour
+    out, noisy, first, sigma = unet_outputs(model, (-30.0,))
+    with torch.no_grad():
+        model.unet.unet.conv_out.bias[c:].copy_(torch.where(torch.arange(c) % 2 == 0, 30.0, -30.0))
+    mixed = unet_outputs(model, (None,))[0][None]
+    x0 = (1 - sigma.square()).sqrt() * noisy - sigma * mixed
+    still = first[:, :, None].expand_as(x0)
+    torch.testing.assert_close(x0[:, ::2], still[:, ::2], atol=1e-5, rtol=0)  # open channels copy z0 ...
+    torch.testing.assert_close(mixed[:, 1::2], out[-30.0][:, 1::2])  # ... shut ones are the U-Net's
 
 
 @pytest.mark.parametrize("t", [999, 500, 50])
@@ -113,9 +144,11 @@ def test_a_checkpoint_without_a_gate_warm_starts_a_gated_model(tmp_path):
     assert conv.weight.shape[0] == c + 1  # the gate row kept what the gated model was built with
 
 
-def test_copy_gate_rows_leaves_every_other_shape_mismatch_to_load_state_dict():
-    own = {"unet.conv_out.weight": torch.zeros(5, 8, 3, 3), "unet.conv_in.weight": torch.zeros(8, 9, 3, 3)}
+@pytest.mark.parametrize("gate_rows", [1, 4])
+def test_copy_gate_rows_leaves_every_other_shape_mismatch_to_load_state_dict(gate_rows):
+    own = {"unet.conv_out.weight": torch.zeros(4 + gate_rows, 8, 3, 3), "unet.conv_in.weight": torch.zeros(8, 9, 3, 3)}
     state = {"unet.conv_out.weight": torch.ones(4, 8, 3, 3), "unet.conv_in.weight": torch.ones(8, 4, 3, 3)}
     padded = with_copy_gate_rows(state, own)
-    assert padded["unet.conv_out.weight"].shape == (5, 8, 3, 3) and padded["unet.conv_out.weight"][4].abs().max() == 0
+    gate = padded["unet.conv_out.weight"]
+    assert gate.shape == (4 + gate_rows, 8, 3, 3) and gate[4:].abs().max() == 0 and gate[:4].min() == 1
     assert padded["unet.conv_in.weight"].shape == (8, 4, 3, 3)  # not a gate: load_state_dict reports it

@@ -36,17 +36,21 @@ def test_default_and_tiny_configs_validate(shards, tmp_path):
     assert plain["module"]["prediction_type"] == "v_prediction" and plain["module"]["zero_terminal_snr"]
 
 
-@pytest.mark.parametrize("experiment", ["stage1_256", "stage1_512", "stage2_256", "stage2_512", "moving_shapes"])
+@pytest.mark.parametrize("experiment", ["stage1_256", "stage1_512", "stage2_256", "stage2_512", "moving_shapes",
+                                        "moving_shapes_blend"])
 def test_experiments_compose_with_valid_keys(experiment, shards):
     overrides = [f"experiment={experiment}", f"data.shards={shards}"]
     if experiment.startswith("stage"):
         overrides += ["model.pretrained_path=/models/sd15", "model.motion_adapter_path=/models/adapter"]
-    if experiment.startswith("stage2"):
+    if experiment.startswith("stage2") or experiment == "moving_shapes_blend":
         overrides.append("module.init_from=/runs/stage1/last.ckpt")
     plain = validate_config(make(overrides), check_data=False)
     if experiment.startswith("stage"):
         assert plain["model"]["fyc"]["motion_augment"] is experiment.startswith("stage2")
         assert plain["data"]["resolution"] == [int(experiment[-3:])] * 2
+    if experiment == "moving_shapes_blend":  # stage 2 keeps stage 1's recipe and adds the gate
+        assert plain["model"]["fyc"]["first_frame_skip"] == "blend"
+        assert plain["model"]["fyc"]["frame_noise_correlation"] == 0.9 and plain["data"]["batch_size"] == 8
 
 
 @pytest.mark.parametrize("override, needles", [

@@ -22,8 +22,8 @@ from .conditioning import ScalarEmbedding, TimeEmbeddingExtraHook
 from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS, split_input
 from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
 
-SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all", "gated", "blend")
-COPY_GATE_SKIPS: tuple[str, ...] = ("gated", "blend")  # the U-Net predicts a copy gate
+SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all", "gated", "blend", "blend_all")
+COPY_GATE_SKIPS: tuple[str, ...] = ("gated", "blend", "blend_all")  # the U-Net predicts a copy gate
 
 
 @dataclass
@@ -51,11 +51,16 @@ class FYCUNetConfig:
     # still video (see FYCUNet) on "all" frames or on the "first" frame only; "none" (or false)
     # keeps the paper's U-Net output unchanged; true means "all"; "gated" = frame 0 as "first",
     # later frames copy z0 where a gate the U-Net predicts (one more output channel) says so;
-    # "blend" = frame 0 as "first", later frames g * (the still video) + (1 - g) * (the U-Net)
+    # "blend" = frame 0 as "first", later frames g * (the still video) + (1 - g) * (the U-Net);
+    # "blend_all" = that mix on frame 0 too (its U-Net part keeps the "first" skip)
     first_frame_skip: str | bool = "none"
     # "gated" / "blend": the gate's value at initialisation (its bias; weights start at zero). 0.5 is
     # neutral; near 0 the model starts as "first" and opens the copy where it pays
     copy_gate_init: float = 0.5
+    # one gate per latent channel instead of one per position: with the pixel-unshuffle
+    # autoencoder that is one gate per pixel and colour, so a slowly moving object's changed edge
+    # pixels can be drawn while the unchanged pixels of the same 4x4 cell are copied
+    copy_gate_per_channel: bool = False
     # the noise prior the U-Net is trained and sampled under: each frame's noise is
     # sqrt(r) * (one draw shared by all frames) + sqrt(1 - r) * (its own draw), r = this
     frame_noise_correlation: float = 0.0
@@ -88,9 +93,15 @@ class FYCUNetConfig:
         return self.first_frame_skip in COPY_GATE_SKIPS
 
     @property
+    def gate_channels(self) -> int:
+        if not self.has_copy_gate:
+            return 0
+        return self.latent_channels if self.copy_gate_per_channel else 1
+
+    @property
     def out_channels(self) -> int:
         """The diffusers U-Net's output channels: the latent, plus the copy gate when it has one."""
-        return self.latent_channels + self.has_copy_gate
+        return self.latent_channels + self.gate_channels
 
     @property
     def in_channels(self) -> int:
@@ -136,14 +147,14 @@ def widen_conv_in(unet: UNetMotionModel, latent_channels: int) -> None:
     unet.register_to_config(in_channels=2 * latent_channels + 1)
 
 
-def widen_conv_out(unet: UNetMotionModel, out_channels: int, gate_init: float = 0.5) -> None:
-    """conv_out C -> C+1 output channels for the copy gate: old weights kept, the gate's weights
-    zero and its bias logit(gate_init), so every gate starts at `gate_init`."""
+def widen_conv_out(unet: UNetMotionModel, latent_channels: int, out_channels: int, gate_init: float = 0.5) -> None:
+    """conv_out C -> C+k output channels for a k-channel copy gate: old weights kept, the gate's
+    weights zero and its bias logit(gate_init), so every gate starts at `gate_init`."""
     old = unet.conv_out
     if old.out_channels == out_channels:
         return  # already wide (e.g. loading an exported FYC U-Net)
-    if old.out_channels != out_channels - 1:
-        raise ValueError(f"conv_out has {old.out_channels} output channels; expected {out_channels - 1} "
+    if old.out_channels != latent_channels:
+        raise ValueError(f"conv_out has {old.out_channels} output channels; expected {latent_channels} "
                          f"(to widen) or {out_channels} (already widened)")
     new = nn.Conv2d(old.in_channels, out_channels, kernel_size=old.kernel_size, stride=old.stride,
                     padding=old.padding, bias=old.bias is not None)
@@ -197,7 +208,9 @@ class FYCUNet(nn.Module):
     gate opens on the background as soon as the U-Net redraws it imperfectly, from any state,
     and shuts where the object goes. "gated" adds g * z0 to the U-Net's own drawing instead, so
     from a U-Net that already draws the background opening it doubles the background and the
-    gate stays shut (docs/moving_shapes.md, session 8).
+    gate stays shut (docs/moving_shapes.md, session 8). ``"blend_all"`` mixes frame 0 the same
+    way (its U-Net part keeps the "first" skip): with "blend", the later frames copy z0 exactly
+    while frame 0 is z0 plus the U-Net's residual, and that difference is a flicker at frame 1.
     """
 
     def __init__(self, unet: UNetMotionModel, config: FYCUNetConfig):
@@ -207,7 +220,7 @@ class FYCUNet(nn.Module):
         self.config = config
         self.context = ForwardContext()
         widen_conv_in(unet, config.latent_channels)
-        widen_conv_out(unet, config.out_channels, config.copy_gate_init)
+        widen_conv_out(unet, config.latent_channels, config.out_channels, config.copy_gate_init)
         self.unet = unet
         convert_motion_blocks(unet, self.context, config.motion_context_dim if config.motion_augment else None)
         time_proj_dim = unet.time_proj.num_channels
@@ -310,7 +323,7 @@ class FYCUNet(nn.Module):
         if self.config.has_copy_gate:
             out, gate_logit = out[:, : self.config.latent_channels], out[:, self.config.latent_channels:]
             gate = torch.sigmoid(gate_logit)
-        if self.config.first_frame_skip == "blend":
+        if self.config.first_frame_skip in ("blend", "blend_all"):
             return self._blend_with_still(sample, out, noise_sigma, gate)
         if self.config.has_first_frame_skip:
             out = out - self._first_frame_skip(sample, noise_sigma, gate)
@@ -322,7 +335,7 @@ class FYCUNet(nn.Module):
         on frames 1.. when gated), z0 read from the input (masked z0 when training masks it)."""
         sigma = self._sigma(sample, noise_sigma)
         first = self._first_latent(sample)
-        if self.config.first_frame_skip in ("first", "blend"):
+        if self.config.first_frame_skip == "first":
             first = torch.cat([first[:, :, :1], torch.zeros_like(first[:, :, 1:])], dim=2)
         elif self.config.first_frame_skip == "gated":
             first = torch.cat([first[:, :, :1], gate[:, :, 1:] * first[:, :, 1:]], dim=2)
@@ -330,7 +343,7 @@ class FYCUNet(nn.Module):
 
     def _blend_with_still(self, sample: torch.Tensor, out: torch.Tensor, noise_sigma: torch.Tensor | None,
                           gate: torch.Tensor) -> torch.Tensor:
-        """Frame 0 as "first"; frames 1.. ``g * v_still + (1 - g) * out`` (see the class docstring)."""
+        """Frame 0 as "first", frames 1.. (every frame: "blend_all") ``g * v_still + (1 - g) * out``."""
         sigma = self._sigma(sample, noise_sigma)
         noisy = split_input(sample, self.config.latent_channels, self.config.channel_order)[0]
         first = self._first_latent(sample)
@@ -339,8 +352,10 @@ class FYCUNet(nn.Module):
         sigma = sigma.clamp_min(1e-3)
         alpha = (1.0 - sigma.square()).clamp_min(0.0).sqrt()
         v_still = (alpha * noisy - first) / sigma
-        later = gate[:, :, 1:] * v_still[:, :, 1:] + (1.0 - gate[:, :, 1:]) * out[:, :, 1:]
-        return torch.cat([out[:, :, :1] - sigma * first[:, :, :1], later], dim=2)
+        out = torch.cat([out[:, :, :1] - sigma * first[:, :, :1], out[:, :, 1:]], dim=2)
+        if self.config.first_frame_skip == "blend":
+            gate = torch.cat([torch.zeros_like(gate[:, :, :1]), gate[:, :, 1:]], dim=2)
+        return gate * v_still + (1.0 - gate) * out
 
     def _sigma(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None) -> torch.Tensor:
         """noise_sigma as (B, 1, 1, 1, 1), with the error a caller that forgot it needs."""
