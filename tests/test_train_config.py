@@ -49,7 +49,7 @@ def test_experiments_compose_with_valid_keys(experiment, shards):
         assert plain["model"]["fyc"]["motion_augment"] is experiment.startswith("stage2")
         assert plain["data"]["resolution"] == [int(experiment[-3:])] * 2
     if experiment == "moving_shapes_blend":  # stage 2 keeps stage 1's recipe and adds the gate
-        assert plain["model"]["fyc"]["first_frame_skip"] == "blend"
+        assert plain["model"]["fyc"]["first_frame_skip"] == "blend_all"
         assert plain["model"]["fyc"]["frame_noise_correlation"] == 0.9 and plain["data"]["batch_size"] == 8
 
 
