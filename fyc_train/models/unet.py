@@ -54,8 +54,8 @@ class FYCUNetConfig:
     # "blend" = frame 0 as "first", later frames g * (the still video) + (1 - g) * (the U-Net);
     # "blend_all" = that mix on frame 0 too (its U-Net part keeps the "first" skip)
     first_frame_skip: str | bool = "none"
-    # "gated" / "blend": the gate's value at initialisation (its bias; weights start at zero). 0.5 is
-    # neutral; near 0 the model starts as "first" and opens the copy where it pays
+    # a copy gate's ("gated", "blend", "blend_all") value at initialisation (its bias; weights
+    # start at zero). 0.5 is neutral; near 0 the model starts as "first"
     copy_gate_init: float = 0.5
     # one gate per latent channel instead of one per position: with the pixel-unshuffle
     # autoencoder that is one gate per pixel and colour, so a slowly moving object's changed edge
