@@ -117,7 +117,7 @@ def test_skip_setting_accepts_session_5_booleans(value, normalised, active):
 
 
 def test_unknown_skip_setting_names_the_choices():
-    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all', 'gated', 'blend'\]"):
+    with pytest.raises(ValueError, match=r"first_frame_skip='frist'.*\['none', 'first', 'all', 'gated', 'blend', 'blend_all'\]"):
         FYCUNetConfig(first_frame_skip="frist")
 
 
