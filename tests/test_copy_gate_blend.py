@@ -141,7 +141,8 @@ def test_a_checkpoint_without_a_gate_warm_starts_a_gated_model(tmp_path):
     conv, old = target.model.unet.unet.conv_out, source.unet.unet.conv_out
     torch.testing.assert_close(conv.weight[:c], old.weight)
     torch.testing.assert_close(conv.bias[:c], old.bias)
-    assert conv.weight.shape[0] == c + 1  # the gate row kept what the gated model was built with
+    assert conv.weight.shape[0] == c + 1  # the gate row kept what the gated model was built with:
+    assert conv.weight[c:].abs().max() == 0 and conv.bias[c:].abs().max() == 0  # zero weights, logit(0.5)
 
 
 @pytest.mark.parametrize("gate_rows", [1, 4])

@@ -23,7 +23,8 @@ from .first_frame import CHANNEL_ORDERS, FRAME_PLACEMENTS, split_input
 from .motion_augment import ForwardContext, convert_motion_blocks, motion_augment_modules
 
 SKIP_FRAMES: tuple[str, ...] = ("none", "first", "all", "gated", "blend", "blend_all")
-COPY_GATE_SKIPS: tuple[str, ...] = ("gated", "blend", "blend_all")  # the U-Net predicts a copy gate
+BLEND_SKIPS: tuple[str, ...] = ("blend", "blend_all")  # the gate mixes the still video and the U-Net
+COPY_GATE_SKIPS: tuple[str, ...] = ("gated", *BLEND_SKIPS)  # the U-Net predicts a copy gate
 
 
 @dataclass
@@ -323,7 +324,7 @@ class FYCUNet(nn.Module):
         if self.config.has_copy_gate:
             out, gate_logit = out[:, : self.config.latent_channels], out[:, self.config.latent_channels:]
             gate = torch.sigmoid(gate_logit)
-        if self.config.first_frame_skip in ("blend", "blend_all"):
+        if self.config.first_frame_skip in BLEND_SKIPS:
             return self._blend_with_still(sample, out, noise_sigma, gate)
         if self.config.has_first_frame_skip:
             out = out - self._first_frame_skip(sample, noise_sigma, gate)
