@@ -148,9 +148,15 @@ def main(argv: list[str] | None = None) -> None:
             s = summary["model_first_frame"]
             print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS),
                   flush=True)
-            (args.out / "curve.json").write_text(json.dumps(_finite({"config": config, "points": points}), indent=2))
-            plot(points, args.out / "curve.png", args.minutes_label)
+            write(args.out, config, points)  # after every point: a killed run keeps what it measured
+    write(args.out, config, points)  # also with nothing new (--resume): the plot takes this call's label
     print(f"wrote {args.out / 'curve.json'} and {args.out / 'curve.png'}")
+
+
+def write(out: Path, config: dict, points: list[dict]) -> None:
+    (out / "curve.json").write_text(json.dumps(_finite({"config": config, "points": points}), indent=2))
+    if points:
+        plot(points, out / "curve.png", config["minutes_label"])
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ class FYCLitModule(pl.LightningModule):
         timestep_power: float = 1.0,  # > 1 biases training towards high-noise timesteps
         motion_region_loss_weight: float = 1.0,  # > 1 up-weights the loss inside the motion region
         motion_region_change_threshold: float | None = None,  # region += latents that differ from frame 0
+        copy_gate_loss_weight: float = 0.0,  # > 0: BCE teaching the copy gate where the clip equals its z0
+        copy_gate_still_threshold: float = 0.05,  # channel-mean |z_f - z0| at or below this is "still"
         # conditioning
         caption_dropout: float = 0.1,
         motion_prompt_dropout: float = 0.1,
@@ -107,6 +109,14 @@ class FYCLitModule(pl.LightningModule):
                 f"model.fyc.first_frame_skip needs prediction_type='v_prediction' (it adds the v of a still "
                 f"video), got {prediction_type!r}"
             )
+        if copy_gate_loss_weight < 0:
+            raise ValueError(f"copy_gate_loss_weight={copy_gate_loss_weight!r} must be >= 0")
+        if copy_gate_loss_weight > 0 and not fyc.has_copy_gate:
+            raise ValueError(
+                f"copy_gate_loss_weight={copy_gate_loss_weight} supervises a copy gate, but model.fyc.first_frame_skip="
+                f"{fyc.first_frame_skip!r} has none: use gated, blend or blend_all, or set the weight to 0"
+            )
+        self.last_loss_parts: dict[str, float] = {}
         if init_from:
             self.load_weights_from(init_from)
 
@@ -169,12 +179,16 @@ class FYCLitModule(pl.LightningModule):
         fyc = self.model.config
         # caption -> spatial cross-attention, short prompt -> MA layers (training; paper)
         caption_states, prompt_states = self.model.text_conditioning(captions, prompts)
+        supervise_gate = hp.copy_gate_loss_weight > 0
         pred = self.model.unet(
             sample, t, encoder_hidden_states=caption_states, motion_hidden_states=prompt_states,
             magnitude=batch["magnitude"].to(self.device) if fyc.magnitude_embedding else None,
             fps=batch["stride"].to(self.device) if fyc.fps_embedding else None,
             **({"noise_sigma": noise_sigma(self.alphas_cumprod, t)} if fyc.has_first_frame_skip else {}),
+            **({"return_gate_logit": True} if supervise_gate else {}),
         )
+        if supervise_gate:
+            pred, gate_logit = pred
         pred = getattr(pred, "sample", pred)
         target = noise if hp.prediction_type == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, t)
         error = F.mse_loss(pred.float(), target.float(), reduction="none")
@@ -187,7 +201,26 @@ class FYCLitModule(pl.LightningModule):
         per_sample = error.mean(dim=(1, 2, 3, 4))
         if hp.min_snr_gamma:
             per_sample = per_sample * self.min_snr_weight(t)
-        return per_sample.mean()
+        diffusion = per_sample.mean()
+        if not supervise_gate:
+            return diffusion
+        gate_bce = self.copy_gate_loss(gate_logit, latents, first)
+        self.last_loss_parts = {"diffusion": float(diffusion.detach()), "gate_bce": float(gate_bce.detach())}
+        return diffusion + hp.copy_gate_loss_weight * gate_bce
+
+    def copy_gate_loss(self, gate_logit: torch.Tensor, latents: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """BCE of the copy gate against where each frame is still, i.e. equal to the z0 the model
+        was given (masked or dropped z0 counts as not copyable). The diffusion loss alone teaches
+        the gate only as much as the U-Net's own redrawing of the background is off, and both
+        paths can draw the background, so the gate stalls half open (~0.8 after stage 2) and lets
+        (1 - g) of the U-Net's flicker through; this gives it a target of its own."""
+        fyc = self.model.config
+        diff = (latents - first.unsqueeze(2)).abs()  # (B, C, F, h, w)
+        if gate_logit.shape[1] == 1:
+            diff = diff.mean(dim=1, keepdim=True)
+        still = (diff <= self.hparams.copy_gate_still_threshold).to(gate_logit.dtype)
+        start = 0 if fyc.first_frame_skip == "blend_all" else 1  # frames the gate acts on
+        return F.binary_cross_entropy_with_logits(gate_logit[:, :, start:].float(), still[:, :, start:].float())
 
     def motion_region(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, 1, F or 1, h, w) in {0, 1}: the motion mask, plus (with a change threshold) every
@@ -234,6 +267,8 @@ class FYCLitModule(pl.LightningModule):
                         self.global_step, loss.item(), batch["key"])
             return None  # Lightning skips backward and the optimizer step
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in self.last_loss_parts.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -298,7 +298,12 @@ class FYCUNet(nn.Module):
         magnitude: torch.Tensor | None = None,
         fps: torch.Tensor | None = None,
         noise_sigma: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_gate_logit: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The v (or eps) prediction; with ``return_gate_logit`` also the copy gate's logit
+        (B, k, F, h, w), which a training loss can supervise (FYCLitModule copy_gate_loss_weight)."""
+        if return_gate_logit and not self.config.has_copy_gate:
+            raise ValueError(f"return_gate_logit needs a copy gate; first_frame_skip={self.config.first_frame_skip!r} has none")
         if sample.ndim != 5 or sample.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"sample must be (B, {self.config.in_channels}, F, h, w) (use first_frame.assemble_input), "
@@ -320,15 +325,15 @@ class FYCUNet(nn.Module):
             out = self.unet(sample, timestep, encoder_hidden_states=ehs, return_dict=False)[0]
         finally:
             self.context.clear()
-        gate = None
+        gate = gate_logit = None
         if self.config.has_copy_gate:
             out, gate_logit = out[:, : self.config.latent_channels], out[:, self.config.latent_channels:]
             gate = torch.sigmoid(gate_logit)
         if self.config.first_frame_skip in BLEND_SKIPS:
-            return self._blend_with_still(sample, out, noise_sigma, gate)
-        if self.config.has_first_frame_skip:
+            out = self._blend_with_still(sample, out, noise_sigma, gate)
+        elif self.config.has_first_frame_skip:
             out = out - self._first_frame_skip(sample, noise_sigma, gate)
-        return out
+        return (out, gate_logit) if return_gate_logit else out
 
     def _first_frame_skip(self, sample: torch.Tensor, noise_sigma: torch.Tensor | None,
                           gate: torch.Tensor | None = None) -> torch.Tensor:
