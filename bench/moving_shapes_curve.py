@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step:6d}  {minutes:6.1f} min  " + "  ".join(f"{m} {s[m]:.3g}" for m in METRICS),
                   flush=True)
             write(args.out, config, points)  # after every point: a killed run keeps what it measured
-    write(args.out, config, points)  # also with nothing new (--resume): the plot takes this call's label
+    if not chosen:  # nothing new (--resume): still redraw, with this call's label
+        write(args.out, config, points)
     print(f"wrote {args.out / 'curve.json'} and {args.out / 'curve.png'}")
 
 

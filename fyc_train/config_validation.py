@@ -195,7 +195,7 @@ def _check_ranges(cfg: Mapping, errors: list[str]) -> None:
     for r in ratio if isinstance(ratio, list) else [ratio] if ratio is not None else []:
         if not isinstance(r, (int, float)) or not 0 <= r <= 1:
             errors.append(f"module.first_frame_mask_ratio={ratio}: ratios must be numbers in [0, 1]")
-    for key, low in (("lr", 0.0), ("min_snr_gamma", 0.0)):
+    for key, low in (("lr", 0.0), ("min_snr_gamma", 0.0), ("lr_schedule_steps", 0)):
         value = module.get(key)
         if isinstance(value, (int, float)) and value <= low:
             errors.append(f"module.{key}={value}: must be > {low}")

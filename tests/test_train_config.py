@@ -64,6 +64,7 @@ def test_experiments_compose_with_valid_keys(experiment, shards):
     ("module.prediction_type=sample", ["module.prediction_type='sample'", "v_prediction", "epsilon"]),
     ("module.beta_schedule=cosine", ["module.beta_schedule", "scaled_linear"]),
     ("module.lr_schedule=exp", ["module.lr_schedule", "constant_with_warmup"]),
+    ("module.lr_schedule_steps=0", ["module.lr_schedule_steps", "must be > 0"]),
     ("module.mask_resize=bilinear", ["module.mask_resize", "nearest"]),
     ("module.caption_dropout=1.5", ["module.caption_dropout=1.5", "[0, 1]"]),
     ("module.first_frame_mask_ratio=[0.3,1.2]", ["module.first_frame_mask_ratio"]),

@@ -94,6 +94,12 @@ class FYCUNetConfig:
         return self.first_frame_skip in COPY_GATE_SKIPS
 
     @property
+    def first_gated_frame(self) -> int:
+        """The first frame the copy gate acts on: 0 for "blend_all", 1 for "gated" and "blend"
+        (their frame 0 is the "first" skip)."""
+        return 0 if self.first_frame_skip == "blend_all" else 1
+
+    @property
     def gate_channels(self) -> int:
         if not self.has_copy_gate:
             return 0
@@ -359,7 +365,7 @@ class FYCUNet(nn.Module):
         alpha = (1.0 - sigma.square()).clamp_min(0.0).sqrt()
         v_still = (alpha * noisy - first) / sigma
         out = torch.cat([out[:, :, :1] - sigma * first[:, :, :1], out[:, :, 1:]], dim=2)
-        if self.config.first_frame_skip == "blend":
+        if self.config.first_gated_frame:
             gate = torch.cat([torch.zeros_like(gate[:, :, :1]), gate[:, :, 1:]], dim=2)
         return gate * v_still + (1.0 - gate) * out
 
