@@ -60,6 +60,7 @@ class FlowConfig:
     size: int = 256
     mask: str = "robust"
     mask_region: str = "union"
+    core_fraction: float = 0.8
     batch_size: int = 8
 
 
@@ -104,6 +105,7 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None
     flow_actors: int = 1
+    flow_threads: int | None = None
     flow_gpus_per_actor: float = 1.0
     log_to_driver: bool = False
 
@@ -188,6 +190,8 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
     if c.flow.size < 128 or c.flow.size % 8:
         _fail("flow.size", c.flow.size, "RAFT needs a size >= 128 and divisible by 8")
     _positive("flow.num_updates", c.flow.num_updates)
+    if not 0.0 <= c.flow.core_fraction < 1.0:
+        _fail("flow.core_fraction", c.flow.core_fraction, "a fraction of the mask's P95 speed, in [0, 1)")
     _positive("flow.batch_size", c.flow.batch_size)
 
     _choice("prompt.extractor", c.prompt.extractor, PROMPT_EXTRACTORS)
@@ -210,6 +214,8 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
     if c.ray.num_cpus is not None:
         _positive("ray.num_cpus", c.ray.num_cpus)
     _positive("ray.flow_actors", c.ray.flow_actors)
+    if c.ray.flow_threads is not None:
+        _positive("ray.flow_threads", c.ray.flow_threads)
     if c.ray.flow_gpus_per_actor < 0:
         _fail("ray.flow_gpus_per_actor", c.ray.flow_gpus_per_actor, "must be >= 0")
     if c.limit is not None and c.limit <= 0:

@@ -122,7 +122,8 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
     ds = ds.map_batches(DecodeStage, fn_constructor_args=(cfg_dict,), batch_size=1, batch_format="numpy",
                         compute=ActorPoolStrategy(min_size=1, max_size=decode_actors), num_cpus=0.25,
                         max_restarts=3, max_task_retries=3)
-    ds = ds.map_batches(FlowStage, fn_constructor_args=(cfg_dict, use_gpu, max(1, int(cpus) - 1)),
+    flow_threads = cfg.ray.flow_threads or max(1, int(cpus // max(1, flow_actors)) - 1)  # one core left to decode/encode
+    ds = ds.map_batches(FlowStage, fn_constructor_args=(cfg_dict, use_gpu, flow_threads),
                         batch_size=clips_per_flow_batch, batch_format="numpy",
                         compute=ActorPoolStrategy(size=flow_actors), **flow_args)
     ds = ds.map_batches(EncodeStage, fn_constructor_args=(cfg_dict,), batch_size=1, batch_format="numpy",

@@ -112,7 +112,8 @@ class FlowStage:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.flow = FlowStep(model=flow["model"], weights=flow["weights"], num_updates=flow["num_updates"],
                              size=(flow["size"], flow["size"]), batch_size=flow["batch_size"], device=device,
-                             motion=MotionStep(definition=flow["mask"], region=flow["mask_region"]))  # fused: full flows never leave the actor
+                             motion=MotionStep(definition=flow["mask"], region=flow["mask_region"],
+                                               core_fraction=flow["core_fraction"]))  # fused: full flows never leave the actor
         self.filter = MagnitudeFilterStep(cfg["filter"]["min_magnitude"], cfg["filter"]["max_magnitude"])
 
     def _run(self, samples: list[Sample]) -> list[Sample]:
