@@ -3,11 +3,12 @@
 MovingShapes renders every object at a known speed (manifest column `speed`, px per frame at the
 clip's size), so the label `fyc-preprocess` would write (FlowStep -> MotionStep, the same classes
 and settings) can be checked against the truth: at flow size S the true label is
-speed * S / H. Prints, per setting, the RAFT time, the linear fit label = a * true + b, the
-median label/true ratio of the slowest and fastest thirds, and the median relative error.
+speed * S / H. Prints, per setting and MotionStep core fraction (fyc-preprocess
+flow.core_fraction), the RAFT time, the linear fit label = a * true + b, the median label/true
+ratio of the slowest and fastest thirds, and the median relative error.
 
-    python bench/moving_shapes_labels.py --corpus out/ms_corpus4 --clips 12 \
-        --weights ../shared/assets/raft/raft_small_torchvision.pth --settings 6@128 12@128 6@256
+    python bench/moving_shapes_labels.py --corpus out/ms_corpus4 --clips 30 --threads 2 \
+        --weights ../shared/assets/raft/raft_small_torchvision.pth --settings 6@256 12@256 --core-fractions 0.5 0.8
 """
 
 from __future__ import annotations
@@ -34,16 +35,13 @@ def read_clips(corpus: Path, rows: pd.DataFrame) -> list[np.ndarray]:
     return clips
 
 
-def label_report(flow: FlowStep, motion: MotionStep, clips: list[np.ndarray], true: np.ndarray) -> dict:
-    began = time.perf_counter()
-    flows = flow.flows_for(clips)
-    seconds = time.perf_counter() - began
+def label_report(flows: list[np.ndarray], motion: MotionStep, true: np.ndarray) -> dict:
     labels = np.array([motion.measure(f)["magnitude"] for f in flows])
     ratio = labels / true
     order = np.argsort(true)
     third = max(1, len(true) // 3)
     slope, intercept = np.polyfit(true, labels, 1)
-    return {"seconds": seconds, "slope": slope, "intercept": intercept,
+    return {"slope": slope, "intercept": intercept,
             "ratio_slowest_third": float(np.median(ratio[order[:third]])),
             "ratio_fastest_third": float(np.median(ratio[order[-third:]])),
             "median_rel_error": float(np.median(np.abs(ratio - 1)))}
@@ -57,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", nargs="+", default=["6@128", "12@128", "6@256"],
                    help="UPDATES@FLOW_SIZE pairs (fyc-preprocess flow.num_updates, flow.size)")
     p.add_argument("--mask-region", default="first", help="fyc-preprocess flow.mask_region")
+    p.add_argument("--core-fractions", type=float, nargs="+", default=[0.5, 0.8],
+                   help="fyc-preprocess flow.core_fraction values (labels from the same flows)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,17 +65,21 @@ def main(argv: list[str] | None = None) -> None:
     rows = manifest.iloc[np.linspace(0, len(manifest) - 1, args.clips).round().astype(int)]
     clips = read_clips(args.corpus, rows)
     height = int(rows.height.iloc[0])
-    motion = MotionStep(region=args.mask_region)
     print(f"{len(clips)} clips, speeds {rows.speed.min():.2f}-{rows.speed.max():.2f} px/frame at {height} px")
-    print("updates  flow size  RAFT s   label = a * true + b   ratio slowest/fastest third   median rel. error")
+    print("updates  flow size  core  RAFT s   label = a * true + b   ratio slowest/fastest third   median rel. error")
     for setting in args.settings:
         updates, size = (int(v) for v in setting.split("@"))
         flow = FlowStep(model="raft_small", weights=args.weights, num_updates=updates, size=(size, size),
                         device="cpu", allow_download=False)
-        r = label_report(flow, motion, clips, rows.speed.to_numpy() * size / height)
-        print(f"{updates:7d}  {size:9d}  {r['seconds']:6.1f}   {r['slope']:5.3f} * true {r['intercept']:+.3f}"
-              f"     {r['ratio_slowest_third']:.2f} / {r['ratio_fastest_third']:.2f}"
-              f"                 {r['median_rel_error']:.3f}", flush=True)
+        began = time.perf_counter()
+        flows = flow.flows_for(clips)
+        seconds = time.perf_counter() - began
+        for core in args.core_fractions:
+            motion = MotionStep(region=args.mask_region, core_fraction=core)
+            r = label_report(flows, motion, rows.speed.to_numpy() * size / height)
+            print(f"{updates:7d}  {size:9d}  {core:4.2f}  {seconds:6.1f}   {r['slope']:5.3f} * true {r['intercept']:+.3f}"
+                  f"     {r['ratio_slowest_third']:.2f} / {r['ratio_fastest_third']:.2f}"
+                  f"                 {r['median_rel_error']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
