@@ -5,7 +5,9 @@ The claim a user relies on: the whole chain runs on real components, and trainin
 pipeline's own output teaches the model to reconstruct the clicked image (I1-MSE far below the
 untrained model's) within a CI-sized run. What a CI-sized run does NOT reach is asserted
 nowhere: on 2 CPU cores ~150 steps leave direction, locality and speed at the untrained level
-(measured, docs/moving_shapes.md); those need the recipe's longer run (bench/moving_shapes_curve.py).
+(measured, docs/moving_shapes.md); those need the recipe's longer run (bench/moving_shapes_curve.py:
+~1,000-1,250 steps, 15-19 minutes on 2 idle cores). Session 10 looked for a CI-sized variant that
+learns them (4-frame clips, 8x8 latents, both): all stayed at chance after 600-2,000 steps.
 """
 from __future__ import annotations
 
