@@ -113,6 +113,7 @@ def test_first_region_is_the_object_on_frame_zero_not_its_trajectory(measured, d
     union = MotionStep(definition)(dict(sample))
     first = MotionStep(definition, region="first")(dict(sample))
     assert first["magnitude"] == union["magnitude"] and first["mask_region"] == "first"
+    assert first["core_fraction"] == (0.8 if definition == "robust" else None)  # the reduction is recorded
     obj0 = object_mask(clip.spec, 0, sample["frame_indices"][0])
     # RAFT-small's 1/8-resolution flow blurs the mask by a few px on every side, so "far"
     # starts past frame 1's position

@@ -90,6 +90,7 @@ def shard_json(sample: Sample, flow_config: dict[str, Any] | None = None) -> dic
             "stride": int(sample["stride"]),
             "mask": sample.get("motion_definition") or (flow_config or {}).get("mask", ""),
             "mask_region": sample.get("mask_region") or (flow_config or {}).get("mask_region", "union"),
+            "core_fraction": sample.get("core_fraction", (flow_config or {}).get("core_fraction")),
             "pair_magnitudes": [float(v) for v in sample["pair_magnitudes"]],
         },
         "source": {

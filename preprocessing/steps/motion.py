@@ -149,4 +149,6 @@ class MotionStep(Step):
         sample["mean_flow"] = [float(v) for v in result["flow_mean_vectors"].mean(axis=0)]
         sample["motion_definition"] = self.definition
         sample["mask_region"] = self.region
+        # the magnitude's reduction: labels made with another core fraction are not comparable
+        sample["core_fraction"] = self.core_fraction if self.definition == "robust" else None
         return sample
