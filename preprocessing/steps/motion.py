@@ -16,8 +16,9 @@ robust (default): per pair t,
        pair magnitude = median |F_t| over the core of mask_t, the pixels at or above
                  core_fraction x P95 of mask_t (RAFT smooths the flow across object borders, so
                  a ring of slower pixels surrounds the object; for slow objects the ring is a
-                 large share of the mask and a plain median read MovingShapes 1 px/frame objects
-                 ~20% slow at core_fraction 0.5, ~10% at 0.8: bench/moving_shapes_labels.py); 0 if empty.
+                 large share of the mask: MovingShapes' slowest third reads 0.77x of its true
+                 speed at core_fraction 0.5, 0.88x at 0.8, same flows, bench/moving_shapes_labels.py);
+                 0 if empty.
        magnitude = mean of the pair magnitudes; mask = union of the mask_t.
 Mask region (either definition):
 union  (paper) the union over pairs: the whole swept trajectory.
