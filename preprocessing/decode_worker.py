@@ -1,4 +1,5 @@
-"""Child-process side of clip decoding: decord runs here, never in the job's own process.
+"""Child-process side of clip decoding: decord runs here (PyAV where decord fails), never in
+the job's own process.
 
 Why a separate process: decord's native code can hang while holding the GIL (decord issues 269,
 363, 373) and leaks memory over many files (157, 208). A thread cannot be interrupted in that
@@ -88,17 +89,24 @@ def decode_clip(
     try:
         for lo in range(0, num_frames, chunk):
             batch = reader.get_batch(indices[lo : lo + chunk]).asnumpy()
-            if batch.ndim != 4 or batch.shape[0] != len(indices[lo : lo + chunk]):
-                raise RuntimeError(f"got {batch.shape[0]} frames for indices {indices[lo:lo + chunk]}")
+            if batch.ndim != 4 or batch.shape[0] != len(indices[lo : lo + chunk]) or batch.shape[-1] != 3:
+                raise RuntimeError(f"got frames shaped {batch.shape} for indices {indices[lo:lo + chunk]}")
             source_hw = batch.shape[1:3]
             for j, frame in enumerate(batch):
                 frames[lo + j] = resize_center_crop(frame, size)
             del batch
     except Exception as exc:  # truncated files: the container claims more frames than exist
-        return {
-            "status": "error",
-            "reason": f"decode_error: {_one_line(exc)} (container reports {num_source} frames)",
-        }
+        # decord also fails on some files PyAV reads right (96-px-wide H.264 on some CPUs: its
+        # padded rows come back as a 4th channel); a truncated file fails in both.
+        del reader
+        try:
+            source_hw = decode_with_pyav(path, indices, size, frames)
+        except Exception as fallback_exc:
+            return {
+                "status": "error",
+                "reason": f"decode_error: {_one_line(exc)} (container reports {num_source} frames); "
+                          f"PyAV: {_one_line(fallback_exc)}",
+            }
     return {
         "status": "ok",
         "frames": frames,
@@ -108,6 +116,25 @@ def decode_clip(
         "source_height": int(source_hw[0]),
         "source_width": int(source_hw[1]),
     }
+
+
+def decode_with_pyav(path: str, indices: list[int], size: tuple[int, int], out: np.ndarray) -> tuple[int, int]:
+    """The fallback decoder: frames `indices` of `path` (decode order, as decord counts them),
+    resized + centre-cropped into `out`; returns the source (H, W). Decodes sequentially up to
+    the last index and converts only the wanted frames, so memory stays at one frame."""
+    import av
+
+    wanted = {index: position for position, index in enumerate(indices)}
+    source_hw, found = (0, 0), 0
+    with av.open(path) as container:
+        for number, frame in enumerate(container.decode(video=0)):
+            if number in wanted:
+                rgb = frame.to_ndarray(format="rgb24")
+                out[wanted[number]] = resize_center_crop(rgb, size)
+                source_hw, found = rgb.shape[:2], found + 1
+                if found == len(wanted):
+                    return source_hw
+    raise RuntimeError(f"the stream has {found} of the {len(wanted)} frames asked for (last index {indices[-1]})")
 
 
 def peak_rss_mb() -> float:

@@ -55,6 +55,22 @@ def test_frames_are_the_sampled_frames(decode, tmp_path):
         assert int(np.argmin(errors)) == index and errors[index] < 4
 
 
+def test_pyav_decodes_what_decord_cannot_with_the_same_frames(tmp_path):
+    """96-px-wide H.264 on some CPUs (this machine in session 10): decord returns the padded rows
+    as a 4th channel and get_batch raises; the worker then decodes the same indices with PyAV."""
+    from preprocessing.decode_worker import decode_clip, decode_with_pyav
+
+    clip = write_synthetic_clip(tmp_path / "narrow.mp4", num_frames=30, size=(96, 96), crf=12)
+    sample = decode_clip(str(clip.path), num_frames=8, stride=2, size=(96, 96))
+    assert sample["status"] == "ok" and sample["frame_indices"] == [7 + 2 * i for i in range(8)]
+    rendered = clip.frames.astype(float)
+    for decoded, index in zip(sample["frames"].astype(float), sample["frame_indices"]):
+        errors = np.abs(rendered - decoded).mean(axis=(1, 2, 3))
+        assert int(np.argmin(errors)) == index and errors[index] < 4
+    with pytest.raises(RuntimeError, match=r"has 1 of the 2 frames asked for \(last index 30\)"):
+        decode_with_pyav(str(clip.path), [29, 30], (96, 96), np.empty((2, 96, 96, 3), np.uint8))  # past the end
+
+
 def test_tiny_source_is_upscaled():
     step = DecodeStep(num_frames=4, stride=1, size=(256, 256), timeout_s=20)
     try:
