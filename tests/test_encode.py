@@ -49,7 +49,7 @@ def ok_sample(frames: np.ndarray) -> dict:
 def test_mp4_roundtrips_through_decord_and_pyav(tmp_path, width):
     # Not 96: decord (decord2 3.0-3.4 on the session-10 machine) returns 96-wide H.264 frames
     # with their 384-byte padded rows as a 4th channel and get_batch raises; PyAV reads them
-    # right. fyc-preprocess records such a source as decode_error (README, "known decoder quirk").
+    # right, and fyc-preprocess's decode worker falls back to it (tests/test_decode.py).
     frames = smooth_clip(width=width)
     out = EncodeStep()(ok_sample(frames))
     data = out["mp4"]
