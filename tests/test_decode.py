@@ -43,16 +43,20 @@ def test_1080p_decode_memory_bounded(decode):
     assert sample["decode_peak_rss_mb"] < 2048
 
 
+def assert_frames_are_the_rendered_ones(clip, sample: dict) -> None:
+    """Each decoded frame is closest to the rendered frame it claims to be, not a neighbour."""
+    rendered = clip.frames.astype(float)
+    for decoded, index in zip(sample["frames"].astype(float), sample["frame_indices"]):
+        errors = np.abs(rendered - decoded).mean(axis=(1, 2, 3))
+        assert int(np.argmin(errors)) == index and errors[index] < 4
+
+
 def test_frames_are_the_sampled_frames(decode, tmp_path):
     clip = write_synthetic_clip(tmp_path / "shapes.mp4", num_frames=30, size=(128, 160), crf=12)
     sample = decode({"video": str(clip.path)})
     assert sample["status"] == "ok"
     assert sample["frame_indices"] == [7 + 2 * i for i in range(8)]  # (30 - 15) // 2 = 7
-    # each decoded frame is closest to the rendered frame it claims to be, not a neighbour
-    rendered = clip.frames.astype(float)
-    for decoded, index in zip(sample["frames"].astype(float), sample["frame_indices"]):
-        errors = np.abs(rendered - decoded).mean(axis=(1, 2, 3))
-        assert int(np.argmin(errors)) == index and errors[index] < 4
+    assert_frames_are_the_rendered_ones(clip, sample)
 
 
 def test_pyav_decodes_what_decord_cannot_with_the_same_frames(tmp_path):
@@ -63,10 +67,7 @@ def test_pyav_decodes_what_decord_cannot_with_the_same_frames(tmp_path):
     clip = write_synthetic_clip(tmp_path / "narrow.mp4", num_frames=30, size=(96, 96), crf=12)
     sample = decode_clip(str(clip.path), num_frames=8, stride=2, size=(96, 96))
     assert sample["status"] == "ok" and sample["frame_indices"] == [7 + 2 * i for i in range(8)]
-    rendered = clip.frames.astype(float)
-    for decoded, index in zip(sample["frames"].astype(float), sample["frame_indices"]):
-        errors = np.abs(rendered - decoded).mean(axis=(1, 2, 3))
-        assert int(np.argmin(errors)) == index and errors[index] < 4
+    assert_frames_are_the_rendered_ones(clip, sample)
     with pytest.raises(RuntimeError, match=r"has 1 of the 2 frames asked for \(last index 30\)"):
         decode_with_pyav(str(clip.path), [29, 30], (96, 96), np.empty((2, 96, 96, 3), np.uint8))  # past the end
 
