@@ -90,6 +90,7 @@ class FYCLitModule(pl.LightningModule):
         lr_schedule: Literal[LR_SCHEDULES] = "constant_with_warmup",  # type: ignore[valid-type]
         warmup_steps: int = 0,
         lr_schedule_steps: int | None = None,  # the schedule's length; None: the trainer's max_steps
+        motion_augment_lr_scale: float = 1.0,  # the MA layers' lr = lr * this (their output starts at zero)
         # checkpoints
         save_frozen_weights: bool = True,
         init_from: str | None = None,
@@ -117,6 +118,8 @@ class FYCLitModule(pl.LightningModule):
                 f"model.fyc.first_frame_skip needs prediction_type='v_prediction' (it adds the v of a still "
                 f"video), got {prediction_type!r}"
             )
+        if motion_augment_lr_scale <= 0:
+            raise ValueError(f"motion_augment_lr_scale={motion_augment_lr_scale!r} must be > 0")
         if copy_gate_loss_weight < 0:
             raise ValueError(f"copy_gate_loss_weight={copy_gate_loss_weight!r} must be >= 0")
         if copy_gate_loss_weight > 0 and not fyc.has_copy_gate:
@@ -293,8 +296,8 @@ class FYCLitModule(pl.LightningModule):
         if not params:
             raise ValueError("the model has no trainable parameters: check the model config's "
                              "trainable/freeze settings")
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.adam_betas), eps=hp.adam_eps,
-                                      weight_decay=hp.weight_decay)
+        optimizer = torch.optim.AdamW(self.parameter_groups(params), lr=hp.lr, betas=tuple(hp.adam_betas),
+                                      eps=hp.adam_eps, weight_decay=hp.weight_decay)
         # A schedule longer than the run lets a stage stop at a fixed step of a longer decay
         # (stage 1 of moving_shapes: 1,750 steps of a 3,000-step cosine), independent of speed.
         total = hp.lr_schedule_steps or self.trainer.estimated_stepping_batches
@@ -302,6 +305,18 @@ class FYCLitModule(pl.LightningModule):
         scheduler = get_scheduler(hp.lr_schedule, optimizer, num_warmup_steps=hp.warmup_steps,
                                   num_training_steps=max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_groups(self, params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+        """One AdamW group, or two when `motion_augment_lr_scale` != 1: the MA layers at their own lr.
+        Their output projection starts at zero, so the prompt's direction reaches the video only as
+        fast as it grows; the schedules (LambdaLR) scale every group's lr alike."""
+        scale = self.hparams.motion_augment_lr_scale
+        ma_ids = {id(p) for p in self.model.unet.motion_augment_parameters()}
+        ma = [p for p in params if id(p) in ma_ids]
+        if scale == 1.0 or not ma:
+            return [{"params": params}]
+        rest = [p for p in params if id(p) not in ma_ids]
+        return [{"params": rest}, {"params": ma, "lr": self.hparams.lr * scale}]
 
     def sampling_metadata(self) -> dict[str, Any]:
         """What sampling needs besides the weights, in checkpoints and exported folders alike:
