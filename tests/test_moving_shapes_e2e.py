@@ -1,13 +1,18 @@
 """MovingShapes end to end: real corpus CLI -> real fyc-preprocess (Ray, RAFT) -> real fyc-train
-(a subprocess of the command, briefly) -> evaluation through the real FYCPipeline.
+(a subprocess of the command, 500 steps) -> evaluation through the real FYCPipeline.
 
-The claim a user relies on: the whole chain runs on real components, and training on the
-pipeline's own output teaches the model to reconstruct the clicked image (I1-MSE far below the
-untrained model's) within a CI-sized run. What a CI-sized run does NOT reach is asserted
-nowhere: on 2 CPU cores ~150 steps leave direction, locality and speed at the untrained level
-(measured, docs/moving_shapes.md); those need the recipe's longer run (bench/moving_shapes_curve.py:
-~1,000-1,250 steps, 15-19 minutes on 2 idle cores). Session 10 looked for a CI-sized variant that
-learns them (4-frame clips, 8x8 latents, both): all stayed at chance after 600-2,000 steps.
+The claim a user relies on: the whole chain runs on real components, and a brief training on the
+pipeline's own output beats the untrained model on held-out scenes in what such a run learns:
+the first frame (I1-MSE), speed control (Spearman between requested and measured speed) and
+locality. Measured at 500 steps in six runs of different configurations (docs/moving_shapes.md,
+session 11): I1-MSE 31-44 against the untrained 1,554, locality 0.167-0.189 against 0.105,
+speed Spearman 0.18-0.76 against 0.
+
+What a CI-sized run does NOT reach is asserted nowhere: direction stays at chance, and speed within
+30% at 0, until ~1,000-1,250 steps of the recipe (13-16 minutes on 2 idle cores, on top of the
+preprocessing: more than CI can spend). Sessions 10-11 looked for a variant that learns direction
+sooner (4-frame clips, 8x8 latents, a trainable text encoder, MA lr x10, a cosine to 0 at 1,000):
+none did. The every-metric comparison of the full recipe is in the README.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from fyc_train.eval.run import evaluate_model
 from fyc_train.sampling.checkpoint_loading import load_for_sampling
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_STEPS = 60  # ~75 s on 2 free cores (the recipe at 64x64x8, batch 8: 0.84 steps/s)
+TRAIN_STEPS = 500  # ~6.5 min on 2 free cores (the recipe at 64x64x8, batch 8: ~1.3 steps/s)
+NUM_VIDEOS = 960   # the recipe's corpus size; flow 128 with 3 RAFT updates preprocesses it in ~3 min
 
 
 def run(module: str, args: list[str], timeout: int) -> subprocess.CompletedProcess:
@@ -37,22 +43,21 @@ def run(module: str, args: list[str], timeout: int) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
     root = tmp_path_factory.mktemp("moving_shapes_e2e")
-    run("preprocessing.synthetic.cli", ["--out", str(root / "corpus"), "--num-videos", "32", "--size", "64", "64",
+    run("preprocessing.synthetic.cli", ["--out", str(root / "corpus"), "--num-videos", str(NUM_VIDEOS), "--size", "64", "64",
                                         "--frames", "8", "--speed-range", "0.5", "3.0",
                                         "--motions-per-scene", "4"], timeout=120)
     run("preprocessing.cli", [f"input.manifest={root / 'corpus' / 'manifest.csv'}", f"output.dir={root / 'pre'}",
                               "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "flow.size=128",
                               "flow.num_updates=3", "flow.mask_region=first", f"flow.weights={raft_small_path}", "ray.num_cpus=2",
-                              "report_thumbnails=0"], timeout=1200)
+                              "ray.flow_threads=2", "shard.max_samples=160", "report_thumbnails=0"], timeout=1200)
     run("fyc_train.cli.train", ["experiment=moving_shapes", f"data.shards={root / 'pre' / 'shards' / '*.tar'}",
                                 f"paths.output_dir={root / 'runs'}", "run_name=ms", "logger=none",
                                 f"trainer.max_steps={TRAIN_STEPS}", f"checkpoint_every_n_steps={TRAIN_STEPS}",
-                                "data.num_workers=0", "export.enabled=false",
-                                "data.steps_per_epoch=1000", "trainer.limit_val_batches=0",
-                                "module.warmup_steps=10", "callbacks.last_checkpoint.save_top_k=-1",
-                                # the recipe's cosine runs to its own max_steps (3,000); over 60 steps it
-                                # would halve the mean lr that the margin below was measured with
-                                "module.lr_schedule=constant_with_warmup"], timeout=1800)
+                                "export.enabled=false", "trainer.limit_val_batches=0",
+                                "callbacks.last_checkpoint.save_top_k=-1",
+                                # as measured (session 11); the recipe's cosine is ~1e-3 here anyway
+                                "module.lr_schedule=constant_with_warmup", "module.lr_schedule_steps=null"],
+        timeout=2400)
     ckpt = root / "runs" / "ms" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), f"fyc-train wrote no {ckpt}"
     return ckpt
@@ -61,26 +66,31 @@ def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
 def summary(checkpoint: Path, ablate: str) -> dict:
     torch.manual_seed(0)
     # steps=1: the zero-terminal-SNR v-prediction at t=T is the conditional mean, what a short
-    # run learns first (more DDIM steps add the low-noise predictions it has not learned yet)
-    report = evaluate_model(load_for_sampling(checkpoint), num_scenes=2, seed=1, magnitudes=(2.0, 5.0), steps=1,
-                            impose_modes=(False,), ablate=ablate, checkpoint=checkpoint, progress=False)
+    # run learns first (more DDIM steps add the low-noise predictions it has not learned yet);
+    # magnitudes 2 / 3.5 / 5 at flow 128 are 1 / 1.75 / 2.5 px per frame, as in the recipe's evaluation
+    report = evaluate_model(load_for_sampling(checkpoint), num_scenes=4, seed=1, magnitudes=(2.0, 3.5, 5.0),
+                            flow_size=128, steps=1, impose_modes=(False,), ablate=ablate, checkpoint=checkpoint,
+                            progress=False)
     return report["summary"]["model_first_frame"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_brief_training_learns_first_frame_reconstruction(trained_checkpoint):
+def test_brief_training_beats_the_untrained_model_on_first_frame_speed_and_locality(trained_checkpoint):
     torch.set_num_threads(2)
     trained, untrained = summary(trained_checkpoint, "none"), summary(trained_checkpoint, "untrained")
     table = "\n".join(f"{k}: trained {trained[k]} untrained {untrained[k]}" for k in trained)
     print(table)
-    assert trained["num_videos"] == untrained["num_videos"] == 2 * 4 * 2, table
+    assert trained["num_videos"] == untrained["num_videos"] == 4 * 4 * 3, table
     for summary_ in (trained, untrained):  # every metric was measured on every video
-        for key in ("direction_accuracy", "speed_rel_error", "i1_mse"):
+        for key in ("direction_accuracy", "locality", "speed_spearman", "speed_rel_error", "i1_mse"):
             assert math.isfinite(summary_[key]), table
-    # measured with these settings: untrained 2,747 (noise); the recipe after 60 steps (warm-up
-    # 10) 503, a blurred copy of the image, 0.18x: a factor 2 leaves a wide margin
-    assert trained["i1_mse"] < 0.5 * untrained["i1_mse"], table
+    # Measured on these 48 videos (session 11): untrained 1,554 / 0.105 / 0 (it does not follow the
+    # requested speed); six 500-step runs 31-44 / 0.167-0.189 / 0.18-0.76 (within a scene 0.38-0.94)
+    assert trained["i1_mse"] < 0.1 * untrained["i1_mse"], table  # a copy of the image, not noise
+    assert trained["locality"] > untrained["locality"] + 0.03, table  # motion drawn at the clicked object
+    assert trained["speed_spearman"] > untrained["speed_spearman"] + 0.1, table  # faster when asked faster
+    assert trained["speed_spearman_within_scene"] > 0.2, table
 
 
 @pytest.mark.slow
