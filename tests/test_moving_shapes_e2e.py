@@ -33,7 +33,7 @@ from fyc_train.sampling.checkpoint_loading import load_for_sampling
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 500  # ~6.5 min on 2 free cores (the recipe at 64x64x8, batch 8: ~1.3 steps/s)
-NUM_VIDEOS = 960   # the recipe's corpus size; flow 128 with 3 RAFT updates preprocesses it in ~3 min
+NUM_VIDEOS = 960   # the recipe's corpus size; flow 128 with 3 RAFT updates preprocesses it in ~4 min (227 s)
 
 
 def run(module: str, args: list[str], timeout: int) -> subprocess.CompletedProcess:
@@ -52,7 +52,7 @@ def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
     run("preprocessing.cli", [f"input.manifest={root / 'corpus' / 'manifest.csv'}", f"output.dir={root / 'pre'}",
                               "clip.num_frames=8", "clip.stride=1", "clip.size=[64,64]", "flow.size=128",
                               "flow.num_updates=3", "flow.mask_region=first", f"flow.weights={raft_small_path}", "ray.num_cpus=2",
-                              # flow_threads left to the default (1 of 2 cores): 2 threads made RAFT 1.35x slower
+                              # flow_threads left to the default (1 of 2 cores): 2 threads took 289 s instead of 227 s
                               "shard.max_samples=160", "report_thumbnails=0"], timeout=1200)
     run("fyc_train.cli.train", ["experiment=moving_shapes", f"data.shards={root / 'pre' / 'shards' / '*.tar'}",
                                 f"paths.output_dir={root / 'runs'}", "run_name=ms", "logger=none",
