@@ -83,7 +83,7 @@ def profile(lit, batches: list[dict], device: str, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with torch.enable_grad():  # a caller (a test session, a notebook) may have turned gradients off
+    with torch.enable_grad():  # a caller (a test, a notebook) may have turned gradients off
         run(argv)
 
 

@@ -1,6 +1,6 @@
 """FYCLitModule: the Follow-Your-Click training objective in one readable LightningModule.
 
-One step (FYC_METHOD.md):
+One step (the paper's objective, docs/training.md):
   video -> frozen autoencoder -> latents z (B, C, F, h, w)            (or precomputed latents)
   first-frame latent z0 = z[:, :, 0], randomly masked (ratio R), dropped to zeros with p_image
   region mask (mask.png) -> latent size (nearest or max-pool)

@@ -1,8 +1,8 @@
 """Child-process side of clip decoding: decord runs here (PyAV where decord fails), never in
 the job's own process.
 
-Why a separate process: decord's native code can hang while holding the GIL (decord issues 269,
-363, 373) and leaks memory over many files (157, 208). A thread cannot be interrupted in that
+Why a separate process: decord's native code can hang while holding the GIL (dmlc/decord#269,
+#363, #373) and leaks memory over many files (dmlc/decord#157, #208). A thread cannot be interrupted in that
 state, a process can be killed. `DecodeStep` (preprocessing/steps/decode.py) starts `serve` in a
 fresh interpreter (`python -m preprocessing.decode_worker FD`: no decord state is ever inherited
 through fork), sends one request per row

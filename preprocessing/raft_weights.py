@@ -4,7 +4,7 @@
 download cache ($TORCH_HOME/hub/checkpoints). `weights=PATH`: a local checkpoint, either in
 torchvision's key format or in the original princeton-vl/RAFT format (keys prefixed `module.`,
 `fnet.`/`cnet.`/`update_block.encoder.`... names), which is detected and converted at load. The
-renames follow ../shared/assets/SOURCES.md (verified on raft_small: identical flow); the
+renames map the two codebases' module names one to one (verified on raft_small: identical flow); the
 raft_large-only entries (norm layers, two-GRU update block, mask head) follow the two codebases
 but are unverified here for lack of an original raft_large checkpoint. torchvision ships no
 converter for the original format, hence the small table below.

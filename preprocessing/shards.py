@@ -1,7 +1,7 @@
 """Atomic, byte-deterministic WebDataset shard writing.
 
 Why not `webdataset.ShardWriter`: it opens its first tar at once under the final name and never
-renames atomically (DESIGN.md, traps), so a killed run leaves a truncated shard that readers
+renames atomically, so a killed run leaves a truncated shard that readers
 take for complete. Here each shard is written with `webdataset.TarWriter` to `<name>.tar.tmp`,
 fsynced, then `os.replace`d into place; a fixed mtime/owner makes the same samples give the same
 bytes, so a resumed run equals an uninterrupted one.

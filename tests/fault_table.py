@@ -1,8 +1,8 @@
 """The fault table: each fault-injection test records what it injected, what happened and the
-figures it measured; tests/test_zz_fault_table.py renders the records of the session as
+figures it measured; tests/test_zz_fault_table.py renders the records of the pytest run as
 docs/faults.md (set FYC_FAULT_TABLE=docs/faults.md to write it, see docs/faults.md's header).
 
-Records live in this module (one pytest process = one session), so the table is exactly what
+Records live in this module (one pytest process = one run), so the table is exactly what
 this run of the suite saw: no figure is typed by hand.
 """
 

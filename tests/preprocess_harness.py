@@ -1,10 +1,10 @@
 """Shared harness of the fyc-preprocess end-to-end and fault tests (not a test module).
 
 One tiny corpus (4 good synthetic clips + every kind of bad row, incl. a decoder that hangs) and
-ONE uninterrupted reference run per test session, shared by tests/test_preprocess_e2e.py and
+ONE uninterrupted reference run per pytest run, shared by tests/test_preprocess_e2e.py and
 tests/test_faults_preprocess.py: each fault scenario then costs one short extra run, compared
-against the reference. Why a module-level cache and not a fixture: a session fixture would have to
-live in tests/conftest.py (another engineer's file); importing one fixture into two modules
+against the reference. Why a module-level cache and not a fixture: a shared fixture would have to
+live in tests/conftest.py; importing one fixture into two modules
 makes pytest run it twice.
 """
 
@@ -176,7 +176,7 @@ _REFERENCE: dict[str, Reference] = {}
 
 
 def reference_run(tmp_path_factory, weights: Path) -> Reference:
-    """The corpus and one uninterrupted run of it, made once per test session."""
+    """The corpus and one uninterrupted run of it, made once per pytest run."""
     if "ref" not in _REFERENCE:
         corpus = build_corpus(tmp_path_factory.mktemp("fyc_corpus"))
         out = tmp_path_factory.mktemp("fyc_reference") / "out"

@@ -47,7 +47,7 @@ def ok_sample(frames: np.ndarray) -> dict:
 
 @pytest.mark.parametrize("width", [64, 80, 128])
 def test_mp4_roundtrips_through_decord_and_pyav(tmp_path, width):
-    # Not 96: decord (decord2 3.0-3.4 on the session-10 machine) returns 96-wide H.264 frames
+    # Not 96: decord (decord2 3.0-3.4 on some x86_64 CPUs, dmlc/decord#269-style padded rows) returns 96-wide H.264 frames
     # with their 384-byte padded rows as a 4th channel and get_batch raises; PyAV reads them
     # right, and fyc-preprocess's decode worker falls back to it (tests/test_decode.py).
     frames = smooth_clip(width=width)

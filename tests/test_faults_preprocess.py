@@ -1,5 +1,5 @@
 """fyc-preprocess under injected faults: driver SIGKILL, a Ray worker SIGKILL, a full and a
-read-only output disk. Each run is compared against the session's uninterrupted reference run
+read-only output disk. Each run is compared against the uninterrupted reference run
 (tests/preprocess_harness.py): nothing lost, nothing twice, no partial shard visible."""
 
 from __future__ import annotations

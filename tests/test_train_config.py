@@ -51,7 +51,7 @@ def test_experiments_compose_with_valid_keys(experiment, shards):
     if experiment == "moving_shapes_blend":  # stage 2 keeps stage 1's recipe and adds the gate
         assert plain["model"]["fyc"]["first_frame_skip"] == "blend_all"
         assert plain["model"]["fyc"]["frame_noise_correlation"] == 0.9 and plain["data"]["batch_size"] == 8
-        assert plain["module"]["copy_gate_loss_weight"] > 0  # the gate has a target of its own (session 9)
+        assert plain["module"]["copy_gate_loss_weight"] > 0  # the gate has a target of its own (module.copy_gate_loss_weight)
 
 
 @pytest.mark.parametrize("override, needles", [

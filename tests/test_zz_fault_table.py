@@ -1,4 +1,4 @@
-"""Runs last (file order): renders the fault records of this session into the fault table.
+"""Runs last (file order): renders the fault records of this pytest run into the fault table.
 
 With FYC_FAULT_TABLE=<path> set, the table is written there (docs/faults.md); otherwise it is only
 rendered and checked, so an ordinary CI run never edits the checkout.
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_committed_fault_table_names_tests_that_exist():
     """docs/faults.md (committed) must point at tests that exist: a renamed or deleted fault test
-    leaves a row nobody can rerun. Runs in every session, with or without fault records."""
+    leaves a row nobody can rerun. Runs in every pytest run, with or without fault records."""
     table = (REPO / "docs" / "faults.md").read_text()
     assert COMMAND in table, "docs/faults.md's regenerate command differs from COMMAND: update its header"
     refs = re.findall(r"`(test_[a-z0-9_]+\.py)::(test_[A-Za-z0-9_*]+)`", table)

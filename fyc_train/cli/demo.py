@@ -1,7 +1,7 @@
 """fyc-demo: the whole system on the embedded default, on a CPU, with no downloads.
 
     fyc-demo                       # outputs/demo: corpus -> shards -> tiny FYC -> samples -> summary
-    fyc-demo --out /tmp/d --train-minutes 10 --raft-weights PATH
+    fyc-demo --out outputs/demo_long --train-minutes 10 --raft-weights PATH
 
 Each stage runs the project's real command in a subprocess (the same console scripts a user
 runs by hand), so the demo takes no shortcut around the pipeline and each stage's progress bars

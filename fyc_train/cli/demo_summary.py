@@ -100,7 +100,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}} figure{{margin:1e
 <h1>fyc demo: MovingShapes end to end</h1>
 <p>Synthetic corpus &rarr; <code>fyc-preprocess</code> (local Ray) &rarr; tiny FYC (<code>fyc-train
 experiment=moving_shapes</code>) &rarr; held-out scenes sampled through the FYC pipeline and measured
-(<code>fyc-eval-shapes</code>). A short demo run shows the loop working; the goals in DESIGN.md need the
+(<code>fyc-eval-shapes</code>). A short demo run shows the loop working; the MovingShapes goals (docs/moving_shapes.md) need the
 full recipe in docs/moving_shapes.md.</p>
 <h2>Stage times</h2><table>{timing_rows}</table>
 <h2>Where everything is</h2><table><tr><th>what</th><th>path</th><th>exists</th></tr>{place_rows}</table>

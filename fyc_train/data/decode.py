@@ -1,6 +1,6 @@
 """WebDataset sample (raw bytes by extension) -> training tensors.
 
-Shard schema (DESIGN.md): `<key>.mp4` (the clip), `<key>.json` (caption, motion_prompt,
+Shard schema (docs/data_format.md): `<key>.mp4` (the clip), `<key>.json` (caption, motion_prompt,
 magnitude, flow{stride,...}, clip{num_frames,height,width}), `<key>.mask.png` (255 = moves),
 optionally `<key>.latents.npy` (precomputed, already-scaled VAE latents (C, F, h, w)).
 

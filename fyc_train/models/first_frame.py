@@ -3,7 +3,7 @@
 Follow-Your-Click feeds the U-Net, per frame, ``[noisy latent (C) | region mask (1) |
 first-frame latent (C)]`` (released code order; the paper lists the image latent before the
 mask). Where the mask and the first-frame latent sit in time differs between the released code
-and the paper, so both are options here (see FYC_METHOD.md).
+and the paper, so both are options here (see docs/training.md).
 """
 
 from __future__ import annotations

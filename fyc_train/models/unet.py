@@ -74,7 +74,7 @@ class FYCUNetConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(FRAME_PLACEMENTS)}")
         if not isinstance(self.mask_ratio, (int, float)):
             self.mask_ratio = [float(r) for r in self.mask_ratio]
-        if isinstance(self.first_frame_skip, bool):  # checkpoints of session 5 saved a bool
+        if isinstance(self.first_frame_skip, bool):  # older checkpoints saved a bool
             self.first_frame_skip = "all" if self.first_frame_skip else "none"
         if self.first_frame_skip not in SKIP_FRAMES:
             raise ValueError(f"first_frame_skip={self.first_frame_skip!r} is not one of {list(SKIP_FRAMES)} "
@@ -207,7 +207,7 @@ class FYCUNet(nn.Module):
     chooses where a frame copies z0 (the still background) and where it is drawn freely (where
     the object goes and what it uncovers), instead of erasing z0 there as with "all".
     Without a copy, a small model redraws the background differently in every frame and that
-    flicker is read as motion outside the clicked region (docs/moving_shapes.md, session 7).
+    flicker is read as motion outside the clicked region (docs/moving_shapes.md).
     ``first_frame_skip="blend"``: frame 0 as "first"; frame k >= 1 is the convex mix
     ``g * v_still + (1 - g) * unet_k``, where ``v_still = (alpha_t * x_t - z0) / sigma_t`` is
     the v whose clean video is z0 (DDIM's x0 = alpha_t x_t - sigma_t v gives exactly z0). The
@@ -215,7 +215,7 @@ class FYCUNet(nn.Module):
     gate opens on the background as soon as the U-Net redraws it imperfectly, from any state,
     and shuts where the object goes. "gated" adds g * z0 to the U-Net's own drawing instead, so
     from a U-Net that already draws the background opening it doubles the background and the
-    gate stays shut (docs/moving_shapes.md, session 8). ``"blend_all"`` mixes frame 0 the same
+    gate stays shut (docs/moving_shapes.md). ``"blend_all"`` mixes frame 0 the same
     way (its U-Net part keeps the "first" skip): with "blend", the later frames copy z0 exactly
     while frame 0 is z0 plus the U-Net's residual, and that difference is a flicker at frame 1.
     """

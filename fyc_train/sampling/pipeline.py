@@ -28,7 +28,7 @@ from .masks import SamplingInputError
 
 log = logging.getLogger(__name__)
 
-# The paper's schedule (FYC_METHOD.md): v-prediction, zero-terminal-SNR rescaled linear betas.
+# The paper's schedule: v-prediction, zero-terminal-SNR rescaled linear betas.
 DEFAULT_SCHEDULER_CONFIG: dict[str, Any] = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
     prediction_type="v_prediction", rescale_betas_zero_snr=True, clip_sample=False,

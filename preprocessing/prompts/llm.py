@@ -1,6 +1,6 @@
 """LLM caption -> short motion prompt over an OpenAI-compatible /v1/chat/completions endpoint.
 
-The paper's recipe (FYC_METHOD.md): a system prompt plus in-context JSON examples of
+The paper's recipe: a system prompt plus in-context JSON examples of
 caption -> {"objects": [...], "motion": "..."}; several captions per request. Answers are cached
 on disk keyed by (model, caption) so a re-run never asks twice. Timeouts are retried; a reply
 that is not the JSON asked for falls back to the built-in rules, with the reason recorded.

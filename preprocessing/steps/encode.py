@@ -68,7 +68,7 @@ def encode_png(mask: np.ndarray) -> bytes:
 
 
 def shard_json(sample: Sample, flow_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The `<key>.json` of a shard sample, exactly DESIGN.md's schema (plus weights_id).
+    """The `<key>.json` of a shard sample, the schema of docs/data_format.md.
 
     Provenance comes from what the steps recorded in the sample (flow_info, stride,
     motion_definition); `flow_config` (model, weights, num_updates, size, mask) fills in when a

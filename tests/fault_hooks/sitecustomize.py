@@ -2,8 +2,8 @@
 
 Put this folder on PYTHONPATH and set FYC_FAULT_HANG_DECODE=<mark>: in every Python process
 of the job (the CLI, Ray workers, the decode worker child), `decord.VideoReader` on a file whose
-name contains <mark> blocks forever, as decord does on some broken streams (decord issues 269,
-363). Nothing in the package knows about this: the hang is injected into the real decoder
+name contains <mark> blocks forever, as decord does on some broken streams (dmlc/decord#269,
+#363). Nothing in the package knows about this: the hang is injected into the real decoder
 library at import time, so the watchdog under test is the production one.
 When FYC_FAULT_HANG_LOG is set, the hung process appends `<pid> <unix time>` there first, so a
 test can measure how long the job took to notice.
