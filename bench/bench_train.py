@@ -26,7 +26,7 @@ def bench_loader(shards: list[str], batch: int, workers: int, frames: int, batch
     from fyc_train.data import FYCDataModule
 
     dm = FYCDataModule(shards, batch_size=batch, num_workers=workers, num_frames=frames,
-                       steps_per_epoch=batches + 2, pin_memory=False, shuffle_buffer=16, shuffle_initial=4)
+                       steps_per_epoch=batches + 2, pin_memory=False, shuffle_buffer=16)
     it = iter(dm.train_dataloader())
     next(it), next(it)  # worker start-up excluded
     start = time.perf_counter()

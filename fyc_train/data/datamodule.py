@@ -1,19 +1,22 @@
 """LightningDataModule over WebDataset shards written by fyc-preprocess.
 
-Training stream (every stage built from webdataset's own pieces):
-  ResampledShards (seeded) -> tar members -> samples -> seeded shuffle buffer -> decode -> batch
-and a WebLoader with `with_epoch(steps_per_epoch)`: each rank draws shards with replacement
-from its own seeded stream, so every DDP rank runs exactly `steps_per_epoch` steps (split
-shards give unequal counts and hang DDP). Resampling already spreads shards over nodes and
-workers (webdataset seeds by rank*1000+worker); the validation stream, which is not
-resampled, is split by worker and read whole by every rank.
+Training data, exact at any step: the shards are indexed once (tar headers: the byte range of
+every sample, tar_index.py), and every rank reads its own part of an endless, seeded order of
+passes over the corpus (sample_order.py: shard order and block shuffle per pass; rank r takes
+every world_size-th sample, so ranks see different samples and run equal step counts). A
+map-style dataset reads and decodes sample i; the DataLoader's workers keep the sampler's order.
 
-Why a DataPipeline and not `WebDataset(resampled=True)`: that constructor seeds its resampler
-from pid and time, so the data order could never be replayed; exact resume needs it to be.
-Determinism: the stream seed is `seed + global_step` at the time the loader is (re)built
-(`reload_dataloaders_every_n_epochs=1`), so a run resumed at an epoch boundary reads exactly
-what the uninterrupted run reads. A resume mid-epoch starts a fresh, still deterministic stream.
+Resume: the data module counts the training batches the steps actually consumed
+(`on_before_batch_transfer`, which Lightning calls for the batch a step runs on, never for a
+batch prefetched by the loader or its workers) and saves that count in every checkpoint. A
+resumed run starts its sampler at that position: nothing consumed is read or decoded again, and
+the cost does not grow with the steps done. Written by hand because webdataset's streams
+(shuffle buffers, resampled shards) cannot be restarted at a sample, and a loader's own state
+(torchdata's StatefulDataLoader) counts what its workers fetched ahead; the count of consumed
+batches is the one figure that is right whatever the workers and the prefetching did (as in
+mosaicml-streaming, which stores the samples seen in the epoch).
 
+The validation stream is read whole by every rank through webdataset (split by worker).
 Bad samples (corrupt mp4, broken png/json, truncated tar) are skipped by `SkipCounter`, which
 warns, counts in a shared-memory integer visible from all DataLoader workers, and stops the run
 once `max_skipped` is exceeded (a stream of nothing but errors would otherwise spin forever).
@@ -27,22 +30,26 @@ import warnings
 import json
 import logging
 import multiprocessing
-import random
 import tarfile
 from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 import webdataset as wds
-from webdataset.utils import make_seed, pytorch_worker_seed
+from torch.utils.data import DataLoader
 
 from fyc_train.data.decode import collate, decode_sample
+from fyc_train.data.indexed_dataset import IndexedShardDataset
+from fyc_train.data.sample_order import ResumableSampler
 from fyc_train.data.shards import expand_shards, is_remote
+from fyc_train.data.tar_index import ShardIndex, index_shard
 from fyc_train.data.tar_stream import tar_samples
 
 log = logging.getLogger(__name__)
-warnings.filterwarnings("ignore", message=r"\.with_length\(\) only sets the value of __len__")
+# Lightning cannot see that the sampler restarts at the consumed position (module docstring)
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class TooManyBadSamples(RuntimeError):
@@ -72,12 +79,6 @@ class SkipCounter:
                 "Check the shards (fyc-preprocess report) or raise data.max_skipped."
             ) from exn
         return True
-
-
-def _seeded_shuffle(src, bufsize: int, initial: int, seed: int):
-    """Shuffle buffer whose rng depends on (seed, rank, worker): reproducible, distinct per worker."""
-    rng = random.Random(make_seed(pytorch_worker_seed(), seed))
-    return wds.filters._shuffle(src, bufsize, initial, rng=rng)
 
 
 def first_clip_meta(urls: Sequence[str]) -> dict[str, Any] | None:
@@ -137,7 +138,6 @@ class FYCDataModule(pl.LightningDataModule):
         steps_per_epoch: int = 1000,
         val_batches: int = 4,
         shuffle_buffer: int = 256,
-        shuffle_initial: int = 32,
         seed: int = 0,
         max_skipped: int = 1000,
         pin_memory: bool = True,
@@ -148,11 +148,13 @@ class FYCDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.num_frames = batch_size, num_workers, num_frames
         self.resolution = tuple(resolution) if resolution else None
         self.steps_per_epoch, self.val_batches = steps_per_epoch, val_batches
-        self.shuffle_buffer, self.shuffle_initial, self.seed = shuffle_buffer, shuffle_initial, seed
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
         self.pin_memory, self.quantile_scan_samples = pin_memory, quantile_scan_samples
         self.skipped = SkipCounter(max_skipped)  # created before any worker starts
         self.train_urls, self.val_urls = self.split_urls()
         self.magnitude_quantiles: dict[str, float] = {}
+        self.train_index: list[ShardIndex] | None = None
+        self.consumed_batches = 0  # training batches this rank's steps consumed (all ranks alike)
 
     def split_urls(self) -> tuple[list[str], list[str]]:
         """data.val_shards when given; else the last shard is held out (if there are 2+)."""
@@ -172,24 +174,45 @@ class FYCDataModule(pl.LightningDataModule):
     def _decode(self):
         return functools.partial(decode_sample, num_frames=self.num_frames, resolution=self.resolution)
 
-    def _stream_seed(self) -> int:
-        step = self.trainer.global_step if self.trainer is not None else 0
-        return self.seed * 1_000_003 + step
+    def index_train_shards(self) -> list[ShardIndex]:
+        """Byte ranges of every training sample (tar headers only), built once per process."""
+        if self.train_index is None:
+            self.train_index = [index_shard(url, self.skipped) for url in self.train_urls]
+            if not sum(len(s) for s in self.train_index):
+                raise ValueError(f"data.shards: no readable sample in the {len(self.train_urls)} training shard(s) "
+                                 f"{self.train_urls[:3]}...; see the warnings above")
+        return self.train_index
 
-    def train_dataloader(self) -> wds.WebLoader:
-        seed = self._stream_seed()
-        pipeline = wds.DataPipeline(
-            wds.ResampledShards(self.train_urls, seed=seed, deterministic=True),
-            tar_samples(handler=self.skipped),
-            functools.partial(_seeded_shuffle, bufsize=self.shuffle_buffer,
-                              initial=self.shuffle_initial, seed=seed),
-            wds.map(self._decode(), handler=self.skipped),
-            wds.batched(self.batch_size, collation_fn=collate, partial=False),
-        )
-        loader = wds.WebLoader(pipeline, batch_size=None, num_workers=self.num_workers,
-                               pin_memory=self.pin_memory, persistent_workers=False)
-        # Equal step counts on every rank; the length lets Lightning size epochs and progress.
-        return loader.with_epoch(self.steps_per_epoch).with_length(self.steps_per_epoch)
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        """The rest of the current epoch: positions consumed_batches .. the epoch's end (every
+        epoch is exactly steps_per_epoch batches on every rank). Lightning rebuilds it each
+        epoch (reload_dataloaders_every_n_epochs=1) and after a resume."""
+        dataset = IndexedShardDataset(self.index_train_shards(), self._decode(), self.skipped)
+        rank, world_size = self._rank()
+        epoch, done = divmod(self.consumed_batches, self.steps_per_epoch)
+        sampler = ResumableSampler(dataset.sizes, self.seed, rank, world_size,
+                                   start=self.consumed_batches * self.batch_size,
+                                   length=(self.steps_per_epoch - done) * self.batch_size,
+                                   block=self.shuffle_buffer,
+                                   # Lightning sizes the epoch from len(): the whole epoch, of which
+                                   # the sampler yields the rest
+                                   epoch_length=self.steps_per_epoch * self.batch_size)
+        # the generator only seeds the workers (decoding draws no random numbers); seeded so the
+        # loader never draws from the global RNG
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + rank)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=collate,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, drop_last=True,
+                          generator=generator, persistent_workers=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            self.consumed_batches += 1
+        return batch
 
     def val_dataloader(self) -> wds.WebLoader:
         pipeline = wds.DataPipeline(
@@ -206,8 +229,10 @@ class FYCDataModule(pl.LightningDataModule):
         return loader.slice(self.val_batches)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skipped": self.skipped.count, "magnitude_quantiles": self.magnitude_quantiles}
+        return {"skipped": self.skipped.count, "magnitude_quantiles": self.magnitude_quantiles,
+                "consumed_batches": self.consumed_batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.skipped.value.value = int(state.get("skipped", 0))
+        self.consumed_batches = int(state.get("consumed_batches", 0))
         self.magnitude_quantiles = dict(state.get("magnitude_quantiles", {})) or self.magnitude_quantiles
