@@ -52,6 +52,13 @@ def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
     Returns the number of samples written. On any OSError the temporary file is removed and a
     ShardWriteError naming the path and the cause is raised.
     """
+    return write_member_shard(path, ({"__key__": s["key"], "mp4": s["mp4"], "json": encode_json(s["json"]),
+                                      "mask.png": s["mask_png"]} for s in samples))
+
+
+def write_member_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
+    """Write samples given as raw members ({"__key__": key, ext: bytes, ...}) to `path` atomically
+    (same guarantees as write_shard; members are stored as given, in sorted extension order)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
@@ -60,12 +67,7 @@ def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> int:
         with open(tmp, "wb") as stream:
             writer = wds.TarWriter(stream, user="fyc", group="fyc", mode=0o444, encoder=False, mtime=0.0)
             for sample in samples:
-                writer.write({
-                    "__key__": check_key(sample["key"]),
-                    "mp4": sample["mp4"],
-                    "json": encode_json(sample["json"]),
-                    "mask.png": sample["mask_png"],
-                })
+                writer.write({**sample, "__key__": check_key(sample["__key__"])})
                 count += 1
             writer.close()
             stream.flush()
