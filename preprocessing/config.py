@@ -21,6 +21,9 @@ FLOW_MODELS = ("raft_small", "raft_large", "farneback")
 MASK_DEFINITIONS = ("robust", "paper")
 MASK_REGIONS = ("union", "first")
 PROMPT_EXTRACTORS = ("builtin", "llm")
+SCENE_DETECTORS = ("auto", "content", "adaptive", "none")
+FLOW_DEVICES = ("auto", "cpu", "cuda")
+FLOW_FRAMES = ("auto", "source", "clip")
 URL_SCHEMES = ("http", "https")
 
 
@@ -50,6 +53,9 @@ class ClipConfig:
     num_frames: int = 16
     stride: int = 4
     size: list[int] = field(default_factory=lambda: [256, 256])
+    windows_per_video: int = 1
+    scene_detector: str = "auto"
+    scene_threshold: float | None = None
 
 
 @dataclass
@@ -62,6 +68,8 @@ class FlowConfig:
     mask_region: str = "union"
     core_fraction: float = 0.8
     batch_size: int = 8
+    device: str = "auto"
+    frames: str = "auto"
 
 
 @dataclass
@@ -182,7 +190,15 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
     if len(size) != 2 or any((not isinstance(s, int)) or s <= 0 or s % 8 for s in size):
         _fail("clip.size", size, "must be [H, W], positive integers divisible by 8")
 
+    if not isinstance(c.clip.windows_per_video, int) or c.clip.windows_per_video < 1:
+        _fail("clip.windows_per_video", c.clip.windows_per_video, "a number of windows >= 1")
+    _choice("clip.scene_detector", c.clip.scene_detector, SCENE_DETECTORS)
+    if c.clip.scene_threshold is not None:
+        _positive("clip.scene_threshold", c.clip.scene_threshold)
+
     _choice("flow.model", c.flow.model, FLOW_MODELS)
+    _choice("flow.device", c.flow.device, FLOW_DEVICES)
+    _choice("flow.frames", c.flow.frames, FLOW_FRAMES)
     _choice("flow.mask", c.flow.mask, MASK_DEFINITIONS)
     _choice("flow.mask_region", c.flow.mask_region, MASK_REGIONS)
     if c.flow.weights != "default" and not Path(c.flow.weights).is_file():
@@ -220,6 +236,32 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
         _fail("ray.flow_gpus_per_actor", c.ray.flow_gpus_per_actor, "must be >= 0")
     if c.limit is not None and c.limit <= 0:
         _fail("limit", c.limit, "a positive number of rows, or null for all")
+
+
+def scene_windows(clip: Any) -> dict[str, Any] | None:
+    """The decode request's `windows` for `clip.*`, or None for one centred window per video.
+
+    scene_detector=auto detects shots only when several windows are asked for, so a corpus of
+    short clips (WebVid) keeps one centred window, key = the row's key, unchanged samples."""
+    detector = clip["scene_detector"]
+    if detector == "auto":
+        if int(clip["windows_per_video"]) == 1:
+            return None
+        detector = "content"
+    return {"max_windows": int(clip["windows_per_video"]), "detector": detector,
+            "threshold": clip.get("scene_threshold")}
+
+
+def flow_input_size(clip: Any, flow: Any) -> int | None:
+    """RAFT's input size when it must be taken from the source frames, else None (from the clip).
+
+    flow.frames=auto: from the source when flow.size exceeds the clip's smaller side, since RAFT
+    on an upscaled clip cannot see sub-clip-pixel motion (docs/preprocessing.md, Mask and
+    magnitude); otherwise from the clip, as the clip already holds every pixel RAFT looks at."""
+    mode = flow["frames"]
+    if mode == "clip" or (mode == "auto" and int(flow["size"]) <= min(int(v) for v in clip["size"])):
+        return None
+    return int(flow["size"])
 
 
 def to_container(cfg: DictConfig) -> dict:

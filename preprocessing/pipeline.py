@@ -20,7 +20,8 @@ from typing import Any
 
 from preprocessing.config import to_container
 from preprocessing.lock import OutputLock
-from preprocessing.outputs.manifest import manifest_row, part_path, read_part, write_manifest, write_table_atomic
+from preprocessing.outputs.manifest import part_path, read_part, write_manifest, write_table_atomic
+from preprocessing.outputs.windows import ChunkCollector, account_chunk, read_windows_part, write_windows_part
 from preprocessing.prompts import make_extractor
 from preprocessing.ray_stages import DecodeStage, EncodeStage, FlowStage, pack, unpack
 from preprocessing.shards import remove_stale_temporaries, write_shard
@@ -135,14 +136,17 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
 
 
 def _finish_chunk(out: Path, work: ChunkWork, samples: list[Sample], step_seconds: dict[str, float]) -> None:
-    samples.sort(key=lambda s: s["row_index"])
+    samples.sort(key=lambda s: (s["row_index"], s.get("window_index") or 0))
     ok = [s for s in samples if is_ok(s)]
     if ok:
         write_shard(out / work.shard, ok)
-    rows = [manifest_row(s, work.chunk, work.shard) for s in samples]
+    rows, windows = account_chunk(samples, work.chunk, work.shard)  # one row per input row; per window
     if work.retry:
         updated = {r["row_index"]: r for r in rows}
         rows = [updated.get(r["row_index"], r) for r in read_part(out, work.chunk)]
+        windows = sorted([w for w in read_windows_part(out, work.chunk) if w["row_index"] not in updated] + windows,
+                         key=lambda w: (w["row_index"], w["window_index"]))
+    write_windows_part(windows, out, work.chunk)  # before the part, which marks the chunk done
     write_table_atomic(rows, part_path(out, work.chunk))
     for s in samples:
         for name, seconds in (s.get("timings") or {}).items():
@@ -157,20 +161,19 @@ def _finish_chunk(out: Path, work: ChunkWork, samples: list[Sample], step_second
 def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str, float]) -> None:
     """Run the Ray Data pipeline over all pending rows; write each chunk as soon as it is whole."""
     cfg_dict = to_container(cfg)
-    expected = {w.chunk: len(w.samples) for w in work}
+    collector = ChunkCollector({w.chunk: len(w.samples) for w in work})
     by_chunk = {w.chunk: w for w in work}
     items = [pack(w.chunk, s) for w in work for s in w.samples]
     started = _init_ray(cfg)
     try:
         ds = _build_dataset(items, cfg, cfg_dict)
-        buffers: dict[int, list[Sample]] = defaultdict(list)
         for row in ds.iter_rows():
             chunk = int(row["chunk"])
-            buffers[chunk].append(unpack(row["payload"]))
-            if len(buffers[chunk]) == expected[chunk]:
-                _finish_chunk(out, by_chunk[chunk], buffers.pop(chunk), step_seconds)
-        if buffers:  # would mean Ray lost rows: never write an incomplete chunk
-            raise RuntimeError(f"Ray returned incomplete chunks {sorted(buffers)}; re-run to resume")
+            whole = collector.add(chunk, unpack(row["payload"]))  # all rows with all their windows
+            if whole is not None:
+                _finish_chunk(out, by_chunk[chunk], whole, step_seconds)
+        if collector.incomplete():  # would mean Ray lost rows: never write an incomplete chunk
+            raise RuntimeError(f"Ray returned incomplete chunks {collector.incomplete()}; re-run to resume")
     finally:
         if started:
             import ray

@@ -19,7 +19,7 @@ import numpy as np
 
 from preprocessing.steps.base import Sample, is_ok, mark
 
-_BIG_FIELDS_AFTER_FLOW = ("flow_magnitudes", "flow", "flows")
+_BIG_FIELDS_AFTER_FLOW = ("flow_magnitudes", "flow", "flows", "flow_frames")
 _BIG_FIELDS_AFTER_ENCODE = ("frames", "mask")
 
 
@@ -44,7 +44,11 @@ def _map_rows(batch: dict[str, np.ndarray], fn: Callable[[list[Sample]], list[Sa
                 s["traceback"] = traceback.format_exc()[-2000:]
     out = np.empty(len(samples), dtype=object)
     out[:] = [pickle.dumps(s, protocol=pickle.HIGHEST_PROTOCOL) for s in samples]
-    return {"chunk": batch["chunk"], "row_index": batch["row_index"], "payload": out}
+    # a step may turn one row into several samples (one per window): each keeps its row's chunk
+    chunk_of = dict(zip(batch["row_index"].tolist(), batch["chunk"].tolist()))
+    rows = [int(s["row_index"]) for s in samples]
+    return {"chunk": np.array([chunk_of[r] for r in rows], dtype=np.int64),
+            "row_index": np.array(rows, dtype=np.int64), "payload": out}
 
 
 def _per_row(step_fn: Callable[[Sample], Sample]) -> Callable[[list[Sample]], list[Sample]]:
@@ -65,12 +69,16 @@ class DecodeStage:
     """Actor: fetch (URL -> temp file) + decord decode under the decode step's watchdog + source filters."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
+        from preprocessing.config import flow_input_size, scene_windows
         from preprocessing.steps.decode import DecodeStep
         from preprocessing.steps.filters import SourceFilterStep
+        from preprocessing.steps.windows import WindowSplitStep
 
         self.input = cfg["input"]
         clip = cfg["clip"]
-        self.decode = DecodeStep(clip["num_frames"], clip["stride"], clip["size"], timeout_s=cfg["decode"]["timeout_s"])
+        self.decode = DecodeStep(clip["num_frames"], clip["stride"], clip["size"], timeout_s=cfg["decode"]["timeout_s"],
+                                 flow_size=flow_input_size(clip, cfg["flow"]), windows=scene_windows(clip))
+        self.split = WindowSplitStep()
         self.filter = SourceFilterStep(cfg["filter"]["min_source_frames"], cfg["filter"]["min_resolution"])
 
     def _one(self, sample: Sample) -> Sample:
@@ -92,8 +100,11 @@ class DecodeStage:
             sample.pop("local_path", None)
         return self.filter(sample)
 
+    def _decode_and_split(self, samples: list[Sample]) -> list[Sample]:
+        return [window for s in _per_row(self._one)(samples) for window in self.split(s)]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _map_rows(batch, _per_row(self._one))
+        return _map_rows(batch, self._decode_and_split)
 
 
 class FlowStage:

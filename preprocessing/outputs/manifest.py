@@ -1,4 +1,5 @@
-"""Per-chunk manifest parts and the final manifest.parquet (one row per input row).
+"""Per-chunk manifest parts and the final manifest.parquet (one row per input row; the
+per-window table is outputs/windows.py).
 
 A part is written after its chunk's shard is in place, so "part exists" means "chunk done".
 """
@@ -22,6 +23,9 @@ MANIFEST_SCHEMA = pa.schema([
     ("direction", pa.string()), ("caption", pa.string()), ("video", pa.string()),
     ("prompt_source", pa.string()), ("num_source_frames", pa.int64()), ("fps", pa.float64()),
     ("extra", pa.string()),
+    # added with scene-aware windows and label checks: parts written before them lack these
+    # columns and read back as nulls (write_manifest)
+    ("num_windows", pa.int64()), ("windows_ok", pa.int64()), ("label_warning", pa.string()),
 ])
 
 
@@ -66,13 +70,14 @@ def manifest_row(sample: dict[str, Any], chunk: int, shard: str) -> dict[str, An
         "video": sample.get("video", ""), "prompt_source": sample.get("prompt_source", ""),
         "num_source_frames": None if frames is None else int(frames), "fps": _float(sample.get("fps")),
         "extra": json.dumps(sample.get("extra") or {}, sort_keys=True, ensure_ascii=False),
+        "label_warning": sample.get("label_warning") or "",
     }
 
 
-def write_table_atomic(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+def write_table_atomic(rows: Iterable[dict[str, Any]], path: str | Path, schema: pa.Schema = MANIFEST_SCHEMA) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows), schema=MANIFEST_SCHEMA)
+    table = pa.Table.from_pylist(list(rows), schema=schema)
     tmp = path.with_name(path.name + ".tmp")
     try:
         pq.write_table(table, tmp)
@@ -91,10 +96,21 @@ def read_part(out_dir: str | Path, chunk: int) -> list[dict[str, Any]]:
 
 def write_manifest(out_dir: str | Path, num_chunks: int) -> Path:
     """Concatenate parts 0..num_chunks-1 (in order) into manifest.parquet."""
-    tables = [pq.read_table(part_path(out_dir, i)).cast(MANIFEST_SCHEMA) for i in range(num_chunks)]
+    tables = [_with_schema(pq.read_table(part_path(out_dir, i))) for i in range(num_chunks)]
     table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
     path = Path(out_dir) / "manifest.parquet"
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
+    from preprocessing.outputs.windows import write_windows_table
+
+    write_windows_table(out_dir, num_chunks)
     return path
+
+
+def _with_schema(table: pa.Table) -> pa.Table:
+    """A part in MANIFEST_SCHEMA; columns it predates are added as nulls (resumed old outputs)."""
+    for name in MANIFEST_SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(len(table), MANIFEST_SCHEMA.field(name).type))
+    return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)

@@ -133,7 +133,9 @@ class DecodeStep(Step):
     """Sample dict with `video` (or `local_path`, set by a fetch step) -> frames + metadata.
 
     Adds: frames uint8 (F, H, W, 3) at `size`, fps, frame_indices, num_source_frames,
-    source_height, source_width, stride, decode_peak_rss_mb (peak RSS of the decode worker).
+    source_height, source_width, stride, decode_peak_rss_mb (peak RSS of the decode worker);
+    with `flow_size`, flow_frames (RAFT's input from the source); with `windows`, shots and
+    windows (one dict per window, split into samples by steps/windows.py) instead of frames.
     """
 
     name = "decode"
@@ -148,6 +150,8 @@ class DecodeStep(Step):
         threads: int = 1,
         restart_every: int = 500,
         startup_timeout_s: float = 120.0,
+        flow_size: int | None = None,
+        windows: dict[str, Any] | None = None,
     ) -> None:
         if num_frames < 2:
             raise ValueError(f"clip.num_frames must be >= 2 (flow needs pairs), got {num_frames}")
@@ -160,6 +164,8 @@ class DecodeStep(Step):
             raise ValueError(f"clip start must be 'center' or 'begin', got {start!r}")
         self.num_frames, self.stride, self.size = num_frames, stride, (height, width)
         self.timeout_s, self.start, self.threads = timeout_s, start, threads
+        # flow_size: RAFT input from the source frames; windows: scene-aware windows (decode_clip)
+        self.extra = {k: v for k, v in (("flow_size", flow_size), ("windows", windows)) if v is not None}
         self.worker = DecodeWorker(startup_timeout_s=startup_timeout_s, restart_every=restart_every)
 
     def process(self, sample: Sample) -> Sample:
@@ -170,7 +176,7 @@ class DecodeStep(Step):
             if os.path.isdir(path):
                 return mark(sample, "error", f"decode_error: {path} is a directory")
         request = dict(path=path, num_frames=self.num_frames, stride=self.stride, size=self.size,
-                       start=self.start, threads=self.threads)
+                       start=self.start, threads=self.threads, **self.extra)
         began = time.perf_counter()
         try:
             result = self.worker.request(request, self.timeout_s)

@@ -75,7 +75,7 @@ def shard_json(sample: Sample, flow_config: dict[str, Any] | None = None) -> dic
     sample reached encoding without them."""
     info = sample.get("flow_info") or _info_from_config(flow_config)
     frames = sample["frames"]
-    return {
+    meta = {
         "id": sample["id"],
         "caption": sample.get("caption", ""),
         "motion_prompt": sample.get("motion_prompt", ""),
@@ -104,6 +104,13 @@ def shard_json(sample: Sample, flow_config: dict[str, Any] | None = None) -> dic
             "width": int(frames.shape[2]),
         },
     }
+    # Added only where they apply, so a one-window clip-sized run writes the same json as before.
+    if info.get("input") == "source":  # RAFT's input decoded from the source at flow size
+        meta["flow"]["input"] = "source"
+    if "window_index" in sample:  # scene-aware windows (steps/windows.py)
+        meta["source"].update(window_index=int(sample["window_index"]), num_windows=int(sample["num_windows"]),
+                              shot=[int(v) for v in sample["shot"]], shot_index=int(sample["shot_index"]))
+    return meta
 
 
 def _info_from_config(flow_config: dict[str, Any] | None) -> dict[str, Any]:

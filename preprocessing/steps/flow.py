@@ -9,7 +9,10 @@ expects, last refinement iteration kept. Adds to each ok sample:
                    consumed and removed by MotionStep (pass `motion=` to fuse both in one actor
                    so full flows never leave it)
   flow_magnitudes  float32 (F-1, h, w) per-pixel |F_t|
-  flow_info        {model, weights, weights_id, num_updates, height, width}
+  flow_info        {model, weights, weights_id, num_updates, height, width, input}; input is
+                   "source" when the sample brought `flow_frames` (RAFT's input decoded from the
+                   source at flow size, consumed here), else "clip" (the clip frames, resized)
+  flow_upscale     flow size / the smaller side of the frames RAFT's input was made from
 """
 
 from __future__ import annotations
@@ -117,16 +120,25 @@ class FlowStep(Step):
         todo = [s for s in samples if is_ok(s)]
         if todo:
             began = time.perf_counter()
-            flows = self.flows_for([s["frames"] for s in todo])
+            # flow_frames: RAFT's input taken from the source at flow size (decode_clip's
+            # flow_size), sharper than the clip when the clip is smaller than flow.size
+            from_source = ["flow_frames" in s for s in todo]
+            flows = self.flows_for([s.pop("flow_frames") if src else s["frames"] for s, src in zip(todo, from_source)])
             elapsed = time.perf_counter() - began
             total_pairs = sum(len(f) for f in flows)
-            for sample, flow in zip(todo, flows):
+            for sample, flow, src in zip(todo, flows, from_source):
                 timings = sample.setdefault("timings", {})
                 # one batched RAFT call serves all samples: charge each its share of pairs
                 timings[self.name] = timings.get(self.name, 0.0) + elapsed * len(flow) / total_pairs
                 sample["flow"] = flow
                 sample["flow_magnitudes"] = np.linalg.norm(flow, axis=1).astype(np.float32)
-                sample["flow_info"] = dict(self.info)
+                sample["flow_info"] = dict(self.info, input="source" if src else "clip")
+                # how much RAFT's input was enlarged from the pixels that exist: motion finer
+                # than a source/clip pixel is invisible to it (MotionStep's label check)
+                seen = ((sample.get("source_height"), sample.get("source_width")) if src
+                        else sample["frames"].shape[1:3])
+                if all(seen):
+                    sample["flow_upscale"] = float(min(self.size) / min(int(v) for v in seen))
             del flows
         if self.motion is not None:
             samples = self.motion.process_batch(samples)

@@ -30,7 +30,7 @@ first  pair 0 only: the pixels of frame 0 that move (forward flow lives on frame
 Units: pixels per sampled-frame step (between frames `stride` source frames apart), at the flow
 resolution. Adds: mask uint8 (H, W) at clip size (255 = moves), magnitude, pair_magnitudes,
 flow_mean_vectors (F-1, 2) mean (dx, dy) inside each pair's mask, mean_flow (dx, dy),
-mask_fraction, motion_definition. Removes `flow` (full vectors are not kept past this step).
+mask_fraction, motion_definition, label_warning (see `label_warning`). Removes `flow` (full vectors are not kept past this step).
 """
 
 from __future__ import annotations
@@ -152,4 +152,19 @@ class MotionStep(Step):
         sample["mask_region"] = self.region
         # the magnitude's reduction: labels made with another core fraction are not comparable
         sample["core_fraction"] = self.core_fraction if self.definition == "robust" else None
+        sample["label_warning"] = label_warning(sample)
         return sample
+
+
+def label_warning(sample: Sample) -> str:
+    """Why a sample's motion label is suspect, or "" (manifest/windows column `label_warning`).
+
+    no_motion_measured: the caption names a motion (a motion prompt was extracted) but the flow
+        shows none (empty mask, magnitude 0). Either the clip is still, or RAFT could not see the
+        motion: sub-pixel motion on an upscaled input (flow_upscale > 1) reads as zero.
+    """
+    if sample.get("motion_prompt") and (float(sample.get("magnitude") or 0.0) == 0.0
+                                        or float(sample.get("mask_fraction") or 0.0) == 0.0):
+        upscale = sample.get("flow_upscale")
+        return "no_motion_measured" + (f": flow input upscaled {upscale:.1f}x" if upscale and upscale > 1 else "")
+    return ""
