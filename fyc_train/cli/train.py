@@ -77,11 +77,17 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    from fyc_train.data.latents import LatentsMismatchError, check_latent_shards
+
+    try:  # latent shards (fyc-curate latents.enabled=true) must come from this model's autoencoder
+        check_latent_shards(datamodule.train_urls + datamodule.val_urls, model.autoencoder, cfg.data.get("resolution"))
+    except LatentsMismatchError as exc:
+        raise ConfigError(str(exc)) from exc
     # plain containers (no recursive instantiation: model_config holds the model's _target_,
     # stored in checkpoints so sampling can rebuild the model)
     module_kwargs = dict(plain["module"])
     module_cls = get_object(module_kwargs.pop("_target_"))
-    lit_module = module_cls(model=model, model_config=plain["model"], **module_kwargs)
+    lit_module = module_cls(model=model, model_config=plain["model"], sampling=plain.get("sampling"), **module_kwargs)
     callbacks = _instantiate_group(cfg.callbacks)
     loggers = _instantiate_group(cfg.logger)
     if not loggers:  # LearningRateMonitor refuses to run without a logger
@@ -93,7 +99,14 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resume_checkpoint(run_dir, cfg.ckpt_path)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(lit_module, datamodule=datamodule, ckpt_path=ckpt_path)
+    from fyc_train.callbacks.preemption import Preempted
+
+    try:
+        trainer.fit(lit_module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Preempted as stop:  # the checkpoint is written (every rank gets here at the same step)
+        print(f"fyc-train: rank {trainer.global_rank} preempted by {stop.signal_name} at step {stop.step}; "
+              f"checkpoint {stop.path}; exit {stop.exit_code} (run the same command again to resume)", flush=True)
+        sys.exit(stop.exit_code)
 
     if not cfg.trainer.get("fast_dev_run"):
         # ModelCheckpoint(every_n_train_steps) saves nothing when max_steps / max_time ends the
