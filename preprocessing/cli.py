@@ -32,6 +32,9 @@ def _main(cfg: DictConfig) -> None:
 
     try:
         summary = run(cfg)
+    except ConfigError as exc:  # checked against the cluster (flow.device, ray.flow_actors)
+        log.error("invalid config: %s", exc)
+        sys.exit(2)
     except (OutputLockedError, InputError, ShardWriteError) as exc:
         log.error("%s", exc)
         sys.exit(3)

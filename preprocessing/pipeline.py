@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from preprocessing.config import to_container
+from preprocessing.devices import resolve_flow_placement
 from preprocessing.lock import OutputLock
 from preprocessing.outputs.manifest import part_path, read_part, write_manifest, write_table_atomic
 from preprocessing.outputs.windows import ChunkCollector, account_chunk, read_windows_part, write_windows_part
@@ -109,7 +110,9 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
     ctx.execution_options.preserve_order = True  # deterministic order: chunks complete in order
     resources = ray.cluster_resources()
     cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-    use_gpu = gpus > 0 and cfg.ray.flow_gpus_per_actor > 0
+    placement = resolve_flow_placement(cfg.flow.device, resources, int(cfg.ray.flow_actors),
+                                       float(cfg.ray.flow_gpus_per_actor))  # ConfigError before any decode
+    use_gpu = placement.use_gpu
     flow_actors = int(cfg.ray.flow_actors)
     # Fractional CPU requests so decode actors, flow actors and encode tasks can all be
     # scheduled even on a 2-core machine (whole-CPU requests would starve the encode stage).

@@ -10,6 +10,7 @@ Ray would otherwise fail (or, with max_errored_blocks, silently drop) a whole bl
 
 from __future__ import annotations
 
+import os
 import pickle
 import traceback
 from typing import Any
@@ -120,7 +121,11 @@ class FlowStage:
         if not use_gpu:
             torch.set_num_threads(max(1, torch_threads))
         flow = cfg["flow"]
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        if use_gpu and not torch.cuda.is_available():  # never fall back to CPU silently
+            raise RuntimeError("flow.device resolved to cuda but this flow actor sees no CUDA device "
+                               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                               "check the node's driver and torch build, or set flow.device=cpu")
+        device = "cuda" if use_gpu else "cpu"
         self.flow = FlowStep(model=flow["model"], weights=flow["weights"], num_updates=flow["num_updates"],
                              size=(flow["size"], flow["size"]), batch_size=flow["batch_size"], device=device,
                              motion=MotionStep(definition=flow["mask"], region=flow["mask_region"],
