@@ -1,7 +1,9 @@
 """fyc-sample: image + click(s) / mask / box + short motion prompt -> video + contact sheet.
 
 All user input is checked (files, clicks, mask sizes, checkpoint format, speed) before the
-model is loaded, so a typo costs seconds, not a model load.
+model is loaded, so a typo costs seconds, not a model load. Sampler settings (steps, guidance,
+prompt_in_spatial, impose_first_frame, ...) left null come from the checkpoint: the `sampling:`
+block of the experiment it was trained with (fyc_train/sampling/settings.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from fyc_train.sampling.masks import (
     load_mask_png, union,
 )
 from fyc_train.sampling.pipeline import FYCPipeline
+from fyc_train.sampling.settings import SamplerSettings, check_sampler_values, describe, resolve_sampler_settings
 from fyc_train.sampling.speed import SPEED_QUANTILES, resolve_magnitude
 from fyc_train.sampling.video_io import check_output_path, write_video
 
@@ -132,11 +135,20 @@ def check_run_settings(cfg: DictConfig) -> None:
         raise ValueError(f"click_mode={cfg.click_mode}: allowed values are {', '.join(CLICK_MODES)}.")
     if _number(cfg, "fps") <= 0:
         raise ValueError(f"fps={cfg.fps}: must be > 0 (frames per second of the written video).")
-    # The pipeline runs classifier-free guidance only for guidance > 1; 1.0 means "no CFG".
-    if _number(cfg, "guidance") < 1.0:
-        raise ValueError(f"guidance={cfg.guidance}: must be >= 1.0 (1.0 = no classifier-free guidance).")
-    if not 0.0 <= _number(cfg, "guidance_rescale") <= 1.0:
-        raise ValueError(f"guidance_rescale={cfg.guidance_rescale}: must be in [0, 1] (0 = plain CFG).")
+    # sampler settings given here (null ones come from the checkpoint, checked when read)
+    errors = check_sampler_values(sampler_overrides(cfg))
+    if errors:
+        raise ValueError("; ".join(errors) + ".")
+
+
+def sampler_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """The sampler settings this command gives (non-null); the rest come from the checkpoint."""
+    return {k: _plain(cfg[k]) for k in SamplerSettings.keys() if cfg.get(k) is not None}
+
+
+def model_paths(cfg: DictConfig) -> dict[str, Any]:
+    """Base-model folders that re-point a training checkpoint's (null: as stored)."""
+    return {k: cfg.get(k) for k in ("pretrained_path", "motion_adapter_path")}
 
 
 def build_request(cfg: DictConfig) -> Request:
@@ -146,8 +158,8 @@ def build_request(cfg: DictConfig) -> Request:
     check_run_settings(cfg)
     if cfg.speed is not None and cfg.speed not in SPEED_QUANTILES:
         raise ValueError(f"speed={cfg.speed}: choose slow, medium or fast (or set magnitude=).")
-    if int(cfg.steps) < 1 or (cfg.num_frames is not None and int(cfg.num_frames) < 1):
-        raise ValueError("steps and num_frames must be positive integers.")
+    if cfg.num_frames is not None and int(cfg.num_frames) < 1:
+        raise ValueError(f"num_frames={cfg.num_frames}: must be a positive integer.")
     image = load_image(cfg.image)
     masks = regions_from_config(cfg, image)
     prompts = [str(p) for p in _as_list(cfg.prompt)]
@@ -187,20 +199,22 @@ def run(cfg: DictConfig) -> Path:
     req = build_request(cfg)
     device = _device(cfg.device)
     loaded = load_for_sampling(cfg.checkpoint, use_ema=cfg.use_ema, device=device,
-                               dtype=getattr(torch, cfg.dtype))
+                               dtype=getattr(torch, cfg.dtype), model_paths=model_paths(cfg))
+    settings, sources = resolve_sampler_settings(sampler_overrides(cfg), loaded.sampling, SamplerSettings())
+    log.info("%s", describe(settings, sources, loaded.model.config.short_prompt_in_spatial))
     magnitude = resolve_magnitude(cfg.magnitude, cfg.speed, loaded.magnitude_quantiles)
     log.info("magnitude %.3g%s", magnitude, f" (speed={cfg.speed})" if cfg.magnitude is None and cfg.speed else "")
     size = tuple(_plain(cfg.size)) if cfg.size is not None else loaded.sample_size(req.image.size[::-1])
     image, masks = resize_request(req, size)
     pipe = FYCPipeline(
-        loaded.model, loaded.scheduler(), prompt_in_spatial=cfg.prompt_in_spatial,
-        impose_first_frame=cfg.impose_first_frame, layout=loaded.layout,
+        loaded.model, loaded.scheduler(settings.clean_last_step), prompt_in_spatial=settings.prompt_in_spatial,
+        impose_first_frame=settings.impose_first_frame, layout=loaded.layout,
         default_num_frames=loaded.num_frames, fps=loaded.fps,
     )
     frames = pipe(
         image, masks, req.prompts if len(req.prompts) > 1 else req.prompts[0],
-        caption=cfg.caption, magnitude=magnitude, num_frames=cfg.num_frames, steps=cfg.steps,
-        guidance=cfg.guidance, guidance_rescale=cfg.guidance_rescale, seed=cfg.seed,
+        caption=cfg.caption, magnitude=magnitude, num_frames=cfg.num_frames, steps=settings.steps,
+        guidance=settings.guidance, guidance_rescale=settings.guidance_rescale, seed=cfg.seed,
     )
     write_video(frames, req.output, fps=cfg.fps)
     log.info("wrote %s (%d frames, %dx%d)", req.output, *frames.shape[:3])
@@ -210,7 +224,7 @@ def run(cfg: DictConfig) -> Path:
             sheet, image=np.asarray(image), mask=masks.any(0), frames=frames,
             lines=[f"prompt: {' | '.join(req.prompts)}", f"caption: {cfg.caption or ''}",
                    f"magnitude: {magnitude:.3g}" + (f" (speed={cfg.speed})" if cfg.speed and cfg.magnitude is None else ""),
-                   f"seed {cfg.seed}, {cfg.steps} steps, guidance {cfg.guidance}",
+                   f"seed {cfg.seed}, {settings.steps} steps, guidance {settings.guidance}",
                    f"checkpoint: {Path(str(cfg.checkpoint)).name}"],
         )
         log.info("wrote %s", sheet)
@@ -219,6 +233,11 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="sample", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from fyc_train.config_validation import mandatory_key_errors
+
+    if missing := mandatory_key_errors(cfg, "sample"):  # before loading any model
+        log.error("mandatory keys not set:\n  %s", "\n  ".join(missing))
+        raise SystemExit(2)
     try:
         run(cfg)
     except (SamplingInputError, ValueError, FileNotFoundError) as err:

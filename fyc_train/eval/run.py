@@ -55,7 +55,7 @@ from preprocessing.synthetic.moving_shapes import (
 log = logging.getLogger(__name__)
 
 ABLATIONS = ("none", "ma_zero", "untrained")
-GOALS = {  # DESIGN.md "MovingShapes"
+GOALS = {  # the MovingShapes goals (docs/moving_shapes.md)
     "direction_accuracy": (">=", 0.9), "locality": (">=", 0.9), "speed_spearman": (">=", 0.9),
     "speed_within_30pct": (">=", 0.9), "i1_mse": ("<", 25.0),
 }
@@ -166,12 +166,13 @@ def evaluate_model(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     clean_last_step: bool = True,
+    guidance_rescale: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate a loaded model on held-out MovingShapes scenes; returns (and, with `out_dir`,
     writes as metrics.json) {"config", "summary": {mode: summarize(...)}, "rows": [...]}.
     `ablate`: "ma_zero" zeroes the MA output; "untrained" evaluates the same architecture
     freshly initialised (needs `checkpoint`, the path `loaded` came from). `clean_last_step`:
-    DDIM's last step returns x0 (False: sessions 1-4's sampler, see `make_scheduler`)."""
+    DDIM's last step returns x0 (False: keeps ~0.03 of the noise, see `make_scheduler`)."""
     if ablate not in ABLATIONS:
         raise ValueError(f"ablate={ablate!r} is not one of {list(ABLATIONS)}")
     if not magnitudes or min(magnitudes) <= 0:
@@ -204,7 +205,8 @@ def evaluate_model(
                                prompt_in_spatial=prompt_in_spatial)
             for direction, magnitude, request in motion_requests(spec, magnitudes, speed_of):
                 video = pipe(image, mask, motion_prompt(direction), caption=None, magnitude=magnitude,
-                             num_frames=num_frames, steps=steps, guidance=guidance, seed=seed + s,
+                             num_frames=num_frames, steps=steps, guidance=guidance,
+                             guidance_rescale=guidance_rescale, seed=seed + s,
                              progress=False)
                 result = evaluate_video(video, request, stride=1, image=image, flow_size=metric_flow_size,
                                         group=f"{scene_id}/{direction}")
@@ -222,7 +224,7 @@ def evaluate_model(
                        speeds_px_per_frame=[speed_of[float(m)] for m in magnitudes], flow_size=flow_size,
                        size=[height, width], num_frames=num_frames, steps=steps, guidance=guidance, ablate=ablate,
                        prompt_in_spatial=prompt_in_spatial, metric_flow_size=metric_flow_size,
-                       clean_last_step=clean_last_step),
+                       clean_last_step=clean_last_step, guidance_rescale=guidance_rescale),
         "summary": {mode: summarize(rs) for mode, rs in results.items()},
         "rows": rows,
     }

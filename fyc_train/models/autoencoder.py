@@ -104,10 +104,11 @@ class SDAutoencoder(nn.Module):
             dist = self.vae.encode(chunk.to(dtype)).latent_dist
             z = dist.sample(generator=generator) if sample else dist.mean
             out.append(z)
-        return torch.cat(out) * self.scaling_factor
+        # latents in the caller's dtype: a bf16 VAE (frozen_dtype) feeds an fp32 U-Net
+        return (torch.cat(out) * self.scaling_factor).to(images.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         dtype = next(self.vae.parameters()).dtype
         out = [self.vae.decode((c / self.scaling_factor).to(dtype)).sample for c in self._chunks(latents)]
-        return torch.cat(out)
+        return torch.cat(out).to(latents.dtype)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from .checkpointing import require_files
 from .fyc_model import FYCModel
 from .text import CLIPTextEncoder, TinyTextEncoder
 from .unet import FYCUNet, FYCUNetConfig
+
+log = logging.getLogger(__name__)
 
 UNET_FILES = ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
 ADAPTER_FILES = ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
@@ -188,8 +191,12 @@ def build_sd15(
         torch.manual_seed(seed)
         fyc_unet = FYCUNet(motion_unet, FYCUNetConfig(**fyc_cfg))
     dtype = _dtype(frozen_dtype)
-    if dtype is not None:
+    if dtype is not None:  # their outputs are cast back to the U-Net's dtype (FYCModel, SDAutoencoder)
         ae.to(dtype)
         text_encoder.to(dtype)
-    return FYCModel(fyc_unet, ae, text_encoder, trainable=trainable,
-                    gradient_checkpointing=gradient_checkpointing)
+    model = FYCModel(fyc_unet, ae, text_encoder, trainable=trainable,
+                     gradient_checkpointing=gradient_checkpointing)
+    log.info("SD1.5 + AnimateDiff from %s and %s: trainable=%s, gradient checkpointing %s, frozen VAE and "
+             "text encoder in %s", root, motion_adapter_path, trainable, "on" if gradient_checkpointing else "off",
+             str(next(ae.parameters()).dtype).removeprefix("torch."))
+    return model

@@ -8,7 +8,8 @@ Layout of an exported model folder::
     unet/fyc_conditioning.safetensors          magnitude / FPS embeddings
     text_encoder/, tokenizer/ (CLIP)           or text_encoder/ (tiny; byte tokenizer)
     vae/ (SD)                                  AutoencoderKL; pixel-unshuffle needs no weights
-    fyc_model.json                             which autoencoder / text encoder, trainable set
+    fyc_model.json                             which autoencoder / text encoder, trainable set,
+                                               their weights' dtype (frozen_dtype)
 
 ``unet/`` loads with plain ``UNetMotionModel.from_pretrained`` too (MA keys are then reported
 as unexpected and ignored). diffusers' ``save_motion_modules`` would drop conv_in, MA and the
@@ -84,8 +85,25 @@ def load_fyc_unet(folder: str | Path, device: str | torch.device = "cpu",
     return unet.to(device)
 
 
+def _param_dtype(module: torch.nn.Module) -> str | None:
+    param = next(module.parameters(), None)
+    return None if param is None else str(param.dtype).removeprefix("torch.")
+
+
+def _drop_source_path(config_json: Path) -> None:
+    """diffusers writes where a model was loaded from (`_name_or_path`) into its config: a path
+    on the training machine that means nothing elsewhere, so an export does not carry it."""
+    config = json.loads(config_json.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        config_json.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_fyc_model(model, folder: str | Path) -> Path:
-    """Export a whole :class:`FYCModel` (U-Net, text encoder, autoencoder) to ``folder``."""
+    """Export a whole :class:`FYCModel` (U-Net, text encoder, autoencoder) to ``folder``.
+
+    The export is self-contained (it names no path of the machine it was written on) and
+    records the dtype of the frozen text encoder and VAE, so a model trained with
+    ``frozen_dtype: bfloat16`` samples the same from its export as from its checkpoint."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_fyc_unet(model.unet, folder / "unet")
@@ -93,8 +111,11 @@ def save_fyc_model(model, folder: str | Path) -> Path:
     ae_cfg = model.autoencoder.config_dict()
     if ae_cfg["type"] == "sd_vae":
         model.autoencoder.vae.save_pretrained(str(folder / "vae"))
+        _drop_source_path(folder / "vae" / "config.json")
     info = {"autoencoder": ae_cfg, "text_encoder": model.text_encoder.config_dict(),
-            "trainable": model.trainable}
+            "trainable": model.trainable,
+            "dtypes": {"text_encoder": _param_dtype(model.text_encoder),
+                       "autoencoder": _param_dtype(model.autoencoder)}}
     (folder / MODEL_JSON).write_text(json.dumps(info, indent=2))
     return folder
 
@@ -125,6 +146,12 @@ def load_fyc_model(folder: str | Path, device: str | torch.device = "cpu",
         text_encoder = CLIPTextEncoder.from_folder(folder)
     else:
         raise ModelFolderError(f"{folder / MODEL_JSON}: unknown text encoder type {te_cfg['type']!r}")
+    for name, module in (("text_encoder", text_encoder), ("autoencoder", ae)):
+        dtype = (info.get("dtypes") or {}).get(name)
+        if dtype is not None and next(module.parameters(), None) is not None:
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ModelFolderError(f"{folder / MODEL_JSON}: dtypes.{name}={dtype!r} is not a torch dtype")
+            module.to(getattr(torch, dtype))  # as trained (the loaders' default dtypes differ)
     model = FYCModel(unet, ae, text_encoder, trainable=trainable or info.get("trainable", "motion"),
                      gradient_checkpointing=gradient_checkpointing)
     return model.to(device)

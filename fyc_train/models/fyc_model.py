@@ -93,8 +93,10 @@ class FYCModel(nn.Module):
         return self.autoencoder.downscale_factor
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """list[str] -> (B, S, D); "" is the unconditional prompt."""
-        return self.text_encoder.encode(texts)
+        """list[str] -> (B, S, D) in the U-Net's dtype; "" is the unconditional prompt. A frozen
+        text encoder may hold its weights in another dtype (``frozen_dtype: bfloat16``): without
+        autocast (CPU, fp32 training) its output must match the U-Net's cross-attention weights."""
+        return self.text_encoder.encode(texts).to(self.unet.dtype)
 
     def text_conditioning(self, captions: list[str], motion_prompts: list[str],
                           inference: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

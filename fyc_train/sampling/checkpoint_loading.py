@@ -3,6 +3,13 @@
 Two formats: a Lightning training checkpoint (`*.ckpt` / `*.pt`, read with
 `torch.load(weights_only=True)`: tensors and plain containers only), or an exported
 diffusers-format folder (safetensors + JSON, read by fyc_train.models.export).
+
+A training checkpoint rebuilds its model from the Hydra config it stores (`fyc.model_config`);
+for SD1.5 that config names the base model folders (`pretrained_path`, `motion_adapter_path`)
+as they were on the training machine, and a checkpoint with `save_frozen_weights: false` needs
+them for every frozen weight. `model_paths` re-points them (fyc-sample `pretrained_path=...
+motion_adapter_path=...`); a folder that is not there is named with the override to use. An
+export holds every weight and needs neither.
 """
 from __future__ import annotations
 
@@ -80,6 +87,7 @@ class LoadedCheckpoint:
     num_frames: int = 16
     size: tuple[int, int] | None = None  # (H, W) the model was trained at, if known
     fps: float | None = None
+    sampling: dict[str, Any] | None = None  # the experiment's sampler settings (fyc_train.sampling.settings)
 
     def scheduler(self, clean_last_step: bool = True):
         return make_scheduler(self.scheduler_config, clean_last_step=clean_last_step)
@@ -95,7 +103,40 @@ class LoadedCheckpoint:
         return h, w
 
 
-def _build_model(model_config: Mapping[str, Any] | None, where: str) -> torch.nn.Module:
+# model_config keys that name base-model folders -> what they hold (for error messages)
+MODEL_FOLDER_KEYS = {"pretrained_path": "Stable Diffusion 1.5 folder (unet/, vae/, text_encoder/, tokenizer/)",
+                     "motion_adapter_path": "AnimateDiff MotionAdapter folder"}
+
+
+def repoint_model_folders(model_config: Mapping[str, Any], model_paths: Mapping[str, Any] | None,
+                          where: str) -> dict[str, Any]:
+    """``model_config`` with its base-model folders replaced by ``model_paths`` (non-null values);
+    raises SamplingInputError naming a folder that does not exist and the override to use."""
+    config = dict(model_config)
+    overrides = {k: v for k, v in dict(model_paths or {}).items() if v is not None}
+    for key in overrides:
+        if key not in config:
+            log.warning("%s=%s ignored: %s's model (%s) uses no such folder", key, overrides[key], where,
+                        config.get("_target_"))
+    for key, what in MODEL_FOLDER_KEYS.items():
+        if key not in config:
+            continue
+        if key in overrides:
+            log.info("%s: %s re-pointed %s -> %s", where, key, config[key], overrides[key])
+            config[key] = str(overrides[key])
+        folder = Path(str(config[key])).expanduser()
+        if not folder.is_dir():
+            stored = "given" if key in overrides else "stored in the checkpoint (model." + key + " at training)"
+            raise SamplingInputError(
+                f"{where}: the {what} {folder} ({stored}) does not exist on this machine. If the model "
+                f"folders moved, pass {key}=<its new location> (and the other of "
+                f"{' / '.join(k + '=' for k in MODEL_FOLDER_KEYS)} if it moved too)."
+            )
+    return config
+
+
+def _build_model(model_config: Mapping[str, Any] | None, where: str,
+                 model_paths: Mapping[str, Any] | None = None) -> torch.nn.Module:
     if not model_config or "_target_" not in model_config:
         raise SamplingInputError(
             f"{where} has no fyc.model_config (the model's Hydra config): cannot rebuild the "
@@ -108,7 +149,16 @@ def _build_model(model_config: Mapping[str, Any] | None, where: str) -> torch.nn
         )
     from hydra.utils import instantiate
 
-    return instantiate(dict(model_config))
+    from fyc_train.models.checkpointing import ModelFolderError
+
+    config = repoint_model_folders(model_config, model_paths, where)
+    try:
+        return instantiate(config)
+    except ModelFolderError as err:  # the folder exists but lacks files: same advice
+        raise SamplingInputError(
+            f"{where}: {err}. Point {' / '.join(k + '=' for k in MODEL_FOLDER_KEYS if k in config)} "
+            "at a complete copy of the base model."
+        ) from err
 
 
 def _ema_shadow(ckpt: Mapping[str, Any]) -> list[torch.Tensor] | None:
@@ -118,12 +168,12 @@ def _ema_shadow(ckpt: Mapping[str, Any]) -> list[torch.Tensor] | None:
     return None
 
 
-def _load_lightning(path: Path, use_ema: bool) -> LoadedCheckpoint:
+def _load_lightning(path: Path, use_ema: bool, model_paths: Mapping[str, Any] | None = None) -> LoadedCheckpoint:
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise SamplingInputError(f"checkpoint={path} has no state_dict: not a fyc-train checkpoint.")
     fyc = dict(ckpt.get("fyc") or {})
-    model = _build_model(fyc.get("model_config"), f"checkpoint={path}")
+    model = _build_model(fyc.get("model_config"), f"checkpoint={path}", model_paths)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     # strict=False only for frozen weights a run may leave out (save_frozen_weights=false):
     # they come from the base model that model_config rebuilds. Trainable ones must be there.
@@ -160,6 +210,7 @@ def _load_lightning(path: Path, use_ema: bool) -> LoadedCheckpoint:
         layout=FirstFrameLayout(**layout) if layout else _layout_from_model(model),
         num_frames=int(data.get("num_frames", 16)), size=tuple(size) if size else None,
         fps=data.get("stride") if getattr(model.config, "fps_embedding", False) else None,
+        sampling=fyc.get("sampling"),
     )
 
 
@@ -172,11 +223,14 @@ def _layout_from_model(model: torch.nn.Module) -> FirstFrameLayout:
     return FirstFrameLayout(c.channel_order, c.mask_frames, c.first_frame_frames)
 
 
-def _load_exported(path: Path) -> LoadedCheckpoint:
+def _load_exported(path: Path, model_paths: Mapping[str, Any] | None = None) -> LoadedCheckpoint:
     try:
         from fyc_train.models.export import load_fyc_model
     except ImportError as err:
         raise SamplingInputError(f"checkpoint={path}: exported folders need fyc_train.models.export ({err}).") from err
+    given = sorted(k for k, v in dict(model_paths or {}).items() if v is not None)
+    if given:
+        log.info("%s ignored for checkpoint=%s: an exported folder holds every weight itself", given, path)
     model = load_fyc_model(path)
     extra = {}
     if (path / SAMPLING_JSON).is_file():
@@ -191,15 +245,20 @@ def _load_exported(path: Path) -> LoadedCheckpoint:
         layout=FirstFrameLayout(**layout) if layout else _layout_from_model(model),
         num_frames=int(data.get("num_frames", 16)),
         size=tuple(data["size"]) if data.get("size") else None,
+        sampling=extra.get("sampling"),
     )
 
 
 def load_for_sampling(path: str | Path, use_ema: bool = True, device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32) -> LoadedCheckpoint:
-    """Rebuild the model (EMA weights by default) and read the sampling metadata."""
+                      dtype: torch.dtype = torch.float32,
+                      model_paths: Mapping[str, Any] | None = None) -> LoadedCheckpoint:
+    """Rebuild the model (EMA weights by default) and read the sampling metadata.
+
+    ``model_paths``: ``{"pretrained_path": ..., "motion_adapter_path": ...}`` (null values
+    ignored) re-point a training checkpoint's base-model folders, e.g. on another machine."""
     path = Path(path)
     fmt = detect_format(path)
-    loaded = _load_lightning(path, use_ema) if fmt == "lightning" else _load_exported(path)
+    loaded = _load_lightning(path, use_ema, model_paths) if fmt == "lightning" else _load_exported(path, model_paths)
     loaded.model.eval().to(device)
     if dtype != torch.float32:
         loaded.model.unet.to(dtype)
@@ -214,6 +273,7 @@ def save_sampling_metadata(folder: str | Path, loaded: LoadedCheckpoint) -> Path
         "layout": dataclasses.asdict(loaded.layout),
         "magnitude_quantiles": loaded.magnitude_quantiles,
         "data": {"num_frames": loaded.num_frames, **({"size": list(loaded.size)} if loaded.size else {})},
+        **({"sampling": dict(loaded.sampling)} if loaded.sampling is not None else {}),
     }
     path = Path(folder) / SAMPLING_JSON
     path.write_text(json.dumps(info, indent=2))
