@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1, help="DDIM steps (1: as fyc-eval-shapes)")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--noisy-last-step", action="store_true",
-                   help="DDIM's last step keeps ~0.03 of the noise (sessions 1-4's sampler; make_scheduler)")
+                   help="DDIM's last step keeps ~0.03 of the noise (the sampler of the first MovingShapes runs; make_scheduler)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="checkpoints evaluated in parallel processes")
     p.add_argument("--minutes-label", default="2 CPU cores", help="what the x axis's minutes ran on")

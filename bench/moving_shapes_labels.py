@@ -8,7 +8,7 @@ flow.core_fraction), the RAFT time, the linear fit label = a * true + b, the med
 ratio of the slowest and fastest thirds, and the median relative error.
 
     python bench/moving_shapes_labels.py --corpus out/ms_corpus4 --clips 30 --threads 2 \
-        --weights ../shared/assets/raft/raft_small_torchvision.pth --settings 6@256 12@256 --core-fractions 0.5 0.8
+        --weights PATH/raft_small_torchvision.pth --settings 6@256 12@256 --core-fractions 0.5 0.8
 """
 
 from __future__ import annotations

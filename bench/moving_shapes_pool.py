@@ -5,7 +5,7 @@ numbers pool 16 scenes: two 8-scene evaluations at different seeds. Pooling re-s
 per-video rows with the evaluation's own `summarize` (Spearman over all videos, the rest averaged);
 scenes keep the evaluation they came from, so seed 0's scene000 and seed 1's are different groups.
 
-    python bench/moving_shapes_pool.py out/s11/gate03_8sc out/s11/gate03_8sc_seed1
+    python bench/moving_shapes_pool.py out/ms_repro/eval/cfg1.25_seed0 out/ms_repro/eval/cfg1.25_seed1
 """
 from __future__ import annotations
 

@@ -4,18 +4,18 @@
 The claim a user relies on: the whole chain runs on real components, and a brief training on the
 pipeline's own output beats the untrained model on held-out scenes in what such a run learns:
 the first frame (I1-MSE), speed control (Spearman between requested and measured speed) and
-locality. Measured at 500 steps in six runs of different configurations (docs/moving_shapes.md,
-session 11): I1-MSE 31-44 against the untrained 1,554, locality 0.167-0.189 against 0.105,
+locality. Measured at 500 steps in six runs of different configurations (docs/moving_shapes_history.md,
+"CI-sized runs"): I1-MSE 31-44 against the untrained 1,554, locality 0.167-0.189 against 0.105,
 speed Spearman 0.18-0.76 against 0.
 
 What a CI-sized run does NOT reach is asserted nowhere: direction stays at chance, and speed within
 30% at 0, until a run has seen ~10,000 training clips (1,250 steps of 8: 16 minutes of the recipe on
-2 idle cores, on top of the preprocessing), and when it appears varies from run to run. Sessions
-10-12 looked for a variant that learns it within CI's budget (4-frame clips, 8x8 latents, a
+2 idle cores, on top of the preprocessing), and when it appears varies from run to run. The CI-sized runs
+looked for a variant that learns it within CI's budget (4-frame clips, 8x8 latents, a
 trainable text encoder, MA lr x10, a cosine to 0 at 1,000, batch 4 and 2, a half-width U-Net at lr
 2e-3, a 160-clip corpus): none did reliably. This test's own setup with the half-width U-Net for
-1,500 steps (session 12) stayed at direction 0.17 where the same model on session 11's corpus
-files had reached 0.69. The every-metric comparison of the full recipe is in the README.
+1,500 steps stayed at direction 0.17 where the same model on another preprocessing of the corpus
+had reached 0.69. The every-metric comparison of the full recipe is in docs/moving_shapes.md.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def trained_checkpoint(tmp_path_factory, raft_small_path) -> Path:
                                 f"trainer.max_steps={TRAIN_STEPS}", f"checkpoint_every_n_steps={TRAIN_STEPS}",
                                 "export.enabled=false", "trainer.limit_val_batches=0",
                                 "callbacks.last_checkpoint.save_top_k=-1",
-                                # as measured (session 11); the recipe's cosine is ~1e-3 here anyway
+                                # as measured in the CI-sized runs; the recipe's cosine is ~1e-3 here anyway
                                 "module.lr_schedule=constant_with_warmup", "module.lr_schedule_steps=null"],
         timeout=2400)
     ckpt = root / "runs" / "ms" / "checkpoints" / "last.ckpt"
@@ -89,7 +89,7 @@ def test_brief_training_beats_the_untrained_model_on_first_frame_speed_and_local
     for summary_ in (trained, untrained):  # every metric was measured on every video
         for key in ("direction_accuracy", "locality", "speed_spearman", "speed_rel_error", "i1_mse"):
             assert math.isfinite(summary_[key]), table
-    # Measured on these 48 videos (session 11): untrained 1,554 / 0.105 / 0 (it does not follow the
+    # Measured on these 48 videos (docs/moving_shapes_history.md): untrained 1,554 / 0.105 / 0 (it does not follow the
     # requested speed); six 500-step runs 31-44 / 0.167-0.189 / 0.18-0.76 (within a scene 0.38-0.94)
     assert trained["i1_mse"] < 0.1 * untrained["i1_mse"], table  # a copy of the image, not noise
     assert trained["locality"] > untrained["locality"] + 0.03, table  # motion drawn at the clicked object
