@@ -102,8 +102,12 @@ def write_report(out_dir: str | Path, cfg: Any, top_prompts: int = 20) -> Path:
     ok = [r for r in rows if r["status"] == "ok"]
     status_counts = Counter(r["status"] for r in rows)
     reason_counts = Counter(f"{r['status']}: {reason_slug(r['reason'])}" for r in rows if r["status"] != "ok")
-    prompt_counts = Counter(r["motion_prompt"] for r in ok)
-    magnitudes = [r["magnitude"] for r in ok if r["magnitude"] is not None]
+    windows_path = out / "windows.parquet"
+    windows = pq.read_table(windows_path).to_pylist() if windows_path.exists() else []
+    labelled = [w for w in windows if w["status"] == "ok"] or ok  # one label per window when cut into windows
+    prompt_counts = Counter(r["motion_prompt"] for r in labelled)
+    magnitudes = [r["magnitude"] for r in labelled if r["magnitude"] is not None]
+    suspect = [w for w in labelled if w.get("label_warning")]
 
     def hist(ax):
         if magnitudes:
@@ -141,7 +145,21 @@ def write_report(out_dir: str | Path, cfg: Any, top_prompts: int = 20) -> Path:
     parts.append(f"<tr><th>total</th><th class='count'>{len(rows)}</th></tr></table>")
     parts.append("<h3>Reasons</h3><table><tr><th>status: reason</th><th>rows</th></tr>")
     parts += [f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in reason_counts.most_common()]
-    parts.append("</table><h2>Plots</h2><div class='grid'>")
+    if windows:
+        window_status = Counter(w["status"] for w in windows)
+        parts.append(f"</table><h3>Windows</h3><p>{len(windows)} windows cut from {len(rows)} input rows: "
+                     + ", ".join(f"{esc(k)} {v}" for k, v in sorted(window_status.items())) + "</p>")
+    else:
+        parts.append("</table>")
+    parts.append(f"<h2>Label warnings</h2><p class='label-warnings'>{len(suspect)} of {len(labelled)} "
+                 "ok clips have a caption that names a motion but measured motion zero (see "
+                 "docs/preprocessing.md, Mask and magnitude).</p>")
+    if suspect:
+        parts.append("<table><tr><th>key</th><th>motion prompt</th><th>magnitude</th><th>warning</th></tr>")
+        parts += [f"<tr><td>{esc(w['key'])}</td><td>{esc(w['motion_prompt'] or '')}</td><td>{w['magnitude'] or 0:.2f}</td>"
+                  f"<td>{esc(w['label_warning'])}</td></tr>" for w in suspect[:100]]
+        parts.append("</table>")
+    parts.append("<h2>Plots</h2><div class='grid'>")
     parts += [f"<figure><img class='plot' alt='{esc(t)}' src='{_png_uri(p)}'><figcaption>{esc(t)}</figcaption></figure>"
               for t, p in plots.items()]
     parts.append(f"</div><h2>Sample clips ({len(thumbs)} shown, first frame, red = motion mask)</h2><div class='grid'>")

@@ -37,8 +37,27 @@ def manifest_counts(out_dir: str | Path) -> dict[str, Any]:
     for r in table:
         if r["status"] != "ok" or r["reason"]:
             by_reason.setdefault(r["status"], Counter())[reason_slug(r["reason"])] += 1
-    return {"rows": len(table), "by_status": dict(by_status),
-            "by_reason": {status: dict(c) for status, c in by_reason.items()}}
+    counts = {"rows": len(table), "by_status": dict(by_status),
+              "by_reason": {status: dict(c) for status, c in by_reason.items()}}
+    counts.update(window_counts(out_dir))
+    return counts
+
+
+def window_counts(out_dir: str | Path) -> dict[str, Any]:
+    """Windows by status and reason (windows.parquet), and the ok windows whose label is suspect
+    (label_warning: the caption names a motion, the flow measured none)."""
+    path = Path(out_dir) / "windows.parquet"
+    if not path.exists():
+        return {}
+    table = pq.read_table(path, columns=["status", "reason", "label_warning"]).to_pylist()
+    by_reason: dict[str, Counter] = {}
+    for r in table:
+        if r["status"] != "ok":
+            by_reason.setdefault(r["status"], Counter())[reason_slug(r["reason"])] += 1
+    warnings = Counter(reason_slug(r["label_warning"]) for r in table if r["status"] == "ok" and r["label_warning"])
+    return {"windows": {"rows": len(table), "by_status": dict(Counter(r["status"] for r in table)),
+                        "by_reason": {status: dict(c) for status, c in by_reason.items()}},
+            "label_warnings": dict(warnings)}
 
 
 def write_stats(out_dir: str | Path, cfg: Any, summary: Any) -> Path:

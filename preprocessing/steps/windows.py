@@ -1,11 +1,11 @@
 """Windowing: where a video's clips are cut (`plan_windows`) and one sample per window (`WindowSplitStep`).
 
 A window is `num_frames` source frames `stride` apart, i.e. a span of `stride * (num_frames - 1) + 1`
-source frames. Windows never span a shot boundary (steps/scenes.py) and never overlap: each shot
-holds `len(shot) // span` packed windows, spread evenly inside the shot (one window sits in the
-shot's centre). When the video holds more candidates than `clip.windows_per_video`, the kept ones
-are spread evenly over the candidates in time order, so a long video is sampled from beginning to
-end, deterministically (same windows every run).
+source frames. Windows never span a shot boundary (steps/scenes.py) and never overlap: a shot
+holds up to `len(shot) // span` of them. When the video holds more than `clip.windows_per_video`,
+the kept ones are spread evenly over all of those slots in time order, so a long video is sampled
+from beginning to end; the windows a shot keeps are then spread evenly inside it (a single one
+sits in the shot's centre). Deterministic: the same windows every run.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def window_span(num_frames: int, stride: int) -> int:
     return stride * (num_frames - 1) + 1
 
 
-def _packed(shot: Shot, span: int) -> list[int]:
-    """First frames of the non-overlapping windows that fit in `shot`, gaps spread evenly."""
-    count = len(shot) // span
+def _spread(shot: Shot, count: int, span: int) -> list[int]:
+    """First frames of `count` non-overlapping windows in `shot`, the free frames spread evenly
+    around them (one window sits in the shot's centre)."""
     leftover = len(shot) - count * span
     return [shot.start + j * span + leftover * (j + 1) // (count + 1) for j in range(count)]
 
@@ -40,12 +40,16 @@ def plan_windows(shots: list[Shot], num_frames: int, stride: int, max_windows: i
     if max_windows < 1:
         raise ValueError(f"clip.windows_per_video must be >= 1, got {max_windows}")
     span = window_span(num_frames, stride)
-    candidates = [(shot_index, shot, first) for shot_index, shot in enumerate(shots) for first in _packed(shot, span)]
-    if len(candidates) > max_windows:
-        n = len(candidates)
-        candidates = [candidates[(2 * i + 1) * n // (2 * max_windows)] for i in range(max_windows)]
-    return [Window(i, shot_index, shot, [first + stride * k for k in range(num_frames)])
-            for i, (shot_index, shot, first) in enumerate(candidates)]
+    slots = [shot_index for shot_index, shot in enumerate(shots) for _ in range(len(shot) // span)]
+    if len(slots) > max_windows:  # keep max_windows of the packed slots, evenly spread in time
+        n = len(slots)
+        slots = [slots[(2 * i + 1) * n // (2 * max_windows)] for i in range(max_windows)]
+    windows: list[Window] = []
+    for shot_index in sorted(set(slots)):
+        shot = shots[shot_index]
+        for first in _spread(shot, slots.count(shot_index), span):
+            windows.append(Window(len(windows), shot_index, shot, [first + stride * k for k in range(num_frames)]))
+    return windows
 
 
 def window_key(row_key: str, index: int) -> str:
