@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 TOP_LEVEL_KEYS = {
     "paths", "model", "data", "trainer", "logger", "callbacks", "module", "task_name", "run_name",
     "seed", "ckpt_path", "checkpoint_every_n_steps", "objective", "export", "validate_only_config",
-    "experiment", "hparams_search", "hydra",
+    "experiment", "hparams_search", "hydra", "sampling",
 }
 HYDRA_KEYS = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 WANDB_MODES = ("online", "offline", "disabled", "shared")
@@ -219,6 +219,12 @@ def _check_ranges(cfg: Mapping, errors: list[str]) -> None:
 
         if trainable not in TRAINABLE_CHOICES:
             errors.append(f"model.trainable={trainable!r}: not an allowed value; allowed: {list(TRAINABLE_CHOICES)}")
+    sampling = cfg.get("sampling")
+    if isinstance(sampling, Mapping):
+        from fyc_train.sampling.settings import SamplerSettings, check_sampler_values
+
+        known = {k: v for k, v in sampling.items() if k in SamplerSettings.keys()}  # unknown: check_plain_nodes
+        errors += check_sampler_values(known, prefix="sampling.")
     fyc = (cfg.get("model") or {}).get("fyc")
     if isinstance(fyc, Mapping):
         from fyc_train.models.unet import FYCUNetConfig
@@ -257,8 +263,32 @@ def _check_data(cfg: Mapping, errors: list[str]) -> None:
         errors.append(f"{where}: {h}x{w} is not divisible by the autoencoder's downscale factor {factor}")
 
 
+def mandatory_key_errors(cfg: DictConfig, config_name: str = "train") -> list[str]:
+    """Every `???` key left unset: still missing, or filled by an earlier file's value because
+    OmegaConf's merge never lets `???` replace one (fyc_train/utils/mandatory_keys.py). The
+    composition (choices, command-line overrides) comes from Hydra's runtime config, or from the
+    `hydra` node of compose(..., return_hydra_config=True)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from fyc_train.utils.mandatory_keys import unfilled_mandatory_keys
+
+    hydra_node = cfg.hydra if "hydra" in cfg else HydraConfig.get() if HydraConfig.initialized() else None
+    ours = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    errors = [f"{key}: mandatory (`???`) but not set; pass {key}=..." for key in OmegaConf.missing_keys(ours)]
+    if hydra_node is not None:
+        name = OmegaConf.select(hydra_node, "job.config_name", default=None) or config_name
+        errors += unfilled_mandatory_keys(ours, CONF_DIR, name, dict(hydra_node.runtime.choices),
+                                          list(hydra_node.overrides.task))
+    return errors
+
+
 def validate_config(cfg: DictConfig, check_data: bool = True) -> dict[str, Any]:
     """Raise ConfigError listing every problem; return the resolved config as plain containers."""
+    mandatory = mandatory_key_errors(cfg)
+    if mandatory:
+        raise ConfigError("invalid fyc-train config: mandatory keys not set:\n  " + "\n  ".join(mandatory))
+    if "hydra" in cfg:  # compose(..., return_hydra_config=True): Hydra's own node is not ours to check
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except Exception as exc:  # MissingMandatoryValue / InterpolationResolutionError name the key

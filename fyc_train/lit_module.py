@@ -96,6 +96,7 @@ class FYCLitModule(pl.LightningModule):
         init_from: str | None = None,
         seed: int = 0,
         model_config: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,  # the experiment's sampler settings, stored for sampling
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -173,6 +174,14 @@ class FYCLitModule(pl.LightningModule):
         first = latents[:, :, 0]
         mask = resize_mask(batch["mask"].to(self.device), (h, w), mode=hp.mask_resize)
         captions, prompts = list(batch["caption"]), list(batch["motion_prompt"])
+        magnitude = batch["magnitude"].to(self.device).float()
+        # An empty mask (no region moves; fyc-preprocess keeps such clips at filter.min_magnitude=0)
+        # trains "nothing clicked -> nothing moves": magnitude 0 and no motion prompt, whatever the
+        # caption named (docs/training.md, "What empty-mask samples mean").
+        still = ~(batch["mask"].to(self.device) > 0.5).flatten(1).any(dim=1)
+        if still.any():
+            magnitude = torch.where(still, torch.zeros_like(magnitude), magnitude)
+            prompts = ["" if s else p for p, s in zip(prompts, still.tolist())]
         if train:  # classifier-free-guidance dropout and first-frame masking (training only)
             first = mask_first_latent(first, self.mask_ratio, generator=gen)
             keep_image = torch.rand(b, generator=gen, device=gen.device) >= hp.first_frame_dropout
@@ -193,7 +202,7 @@ class FYCLitModule(pl.LightningModule):
         supervise_gate = hp.copy_gate_loss_weight > 0
         pred = self.model.unet(
             sample, t, encoder_hidden_states=caption_states, motion_hidden_states=prompt_states,
-            magnitude=batch["magnitude"].to(self.device) if fyc.magnitude_embedding else None,
+            magnitude=magnitude if fyc.magnitude_embedding else None,
             fps=batch["stride"].to(self.device) if fyc.fps_embedding else None,
             **({"noise_sigma": noise_sigma(self.alphas_cumprod, t)} if fyc.has_first_frame_skip else {}),
             **({"return_gate_logit": True} if supervise_gate else {}),
@@ -320,7 +329,8 @@ class FYCLitModule(pl.LightningModule):
 
     def sampling_metadata(self) -> dict[str, Any]:
         """What sampling needs besides the weights, in checkpoints and exported folders alike:
-        the noise schedule, the input layout, speed quantiles and the training clip shape."""
+        the noise schedule, the input layout, speed quantiles, the training clip shape and the
+        experiment's sampler settings (`sampling:`; fyc-sample uses them unless overridden)."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         data: dict[str, Any] = {}
         if getattr(datamodule, "num_frames", None):
@@ -335,6 +345,7 @@ class FYCLitModule(pl.LightningModule):
             "noise_scheduler": dict(self.noise_scheduler.config),
             "layout": dict(self.layout),
             "data": data,
+            **({"sampling": dict(self.hparams.sampling)} if self.hparams.sampling is not None else {}),
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

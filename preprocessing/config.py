@@ -116,6 +116,8 @@ class RayConfig:
     flow_threads: int | None = None
     flow_gpus_per_actor: float = 1.0
     log_to_driver: bool = False
+    node_loss_retries: int = 2
+    node_loss_settle_s: float = 60.0
 
 
 @dataclass
@@ -155,6 +157,9 @@ def _positive(key: str, value: Any) -> None:
 
 def validate(cfg: DictConfig | PreprocessConfig) -> None:
     """Check values the schema cannot express; raise ConfigError naming the key."""
+    missing = sorted(OmegaConf.missing_keys(cfg)) if isinstance(cfg, DictConfig) else []
+    if missing:  # before any value is read: reading one raises MissingMandatoryValue, a traceback
+        raise ConfigError("mandatory key(s) not set: " + ", ".join(f"{k} (pass {k}=...)" for k in missing))
     c = cfg
     if (c.input.manifest is None) == (c.input.dir is None):
         raise ConfigError(
@@ -234,6 +239,9 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
         _positive("ray.flow_threads", c.ray.flow_threads)
     if c.ray.flow_gpus_per_actor < 0:
         _fail("ray.flow_gpus_per_actor", c.ray.flow_gpus_per_actor, "must be >= 0")
+    if c.ray.node_loss_retries < 0:
+        _fail("ray.node_loss_retries", c.ray.node_loss_retries, "re-plans after a lost node, >= 0")
+    _positive("ray.node_loss_settle_s", c.ray.node_loss_settle_s)
     if c.limit is not None and c.limit <= 0:
         _fail("limit", c.limit, "a positive number of rows, or null for all")
 

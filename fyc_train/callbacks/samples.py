@@ -7,6 +7,11 @@ an EMACallback is present. Each result is written as an mp4 panel
 `<run_dir>/samples/step-XXXXXXX/<key>.mp4` and logged to W&B as `wandb.Video` from that file
 (wandb builds videos from numpy only through moviepy, which the stack does not carry; the file
 is the same uint8 (T, C, H, W) content).
+
+A sample video is a by-product: nothing about one clip may end a training run. Clips with an
+empty motion mask (kept by fyc-preprocess at filter.min_magnitude=0; they train "nothing moves",
+see docs/training.md) are not picked, a clip that fails to render and a failed W&B upload are
+logged with the clip's key and the reason, and the run goes on.
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ class SampleVideosCallback(pl.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.sanity_checking or len(self._inputs) >= self.num_samples or "video" not in batch:
             return
-        for i in range(min(len(batch["key"]), self.num_samples - len(self._inputs))):
+        for i in range(len(batch["key"])):
+            if len(self._inputs) >= self.num_samples:
+                break
+            if not bool((batch["mask"][i, 0] > 0.5).any()):
+                # sampling animates the clicked region: an empty mask has none, so take the next clip
+                if trainer.is_global_zero:
+                    log.info("sample videos: skipped validation clip %r: its motion mask is empty (nothing to "
+                             "animate)", batch["key"][i])
+                continue
             self._inputs.append({
                 "key": batch["key"][i], "video": batch["video"][i].detach().cpu(),
                 "mask": batch["mask"][i, 0].detach().cpu().numpy(), "caption": batch["caption"][i],
@@ -64,7 +77,10 @@ class SampleVideosCallback(pl.Callback):
             return
         if not trainer.is_global_zero:
             return
-        self.write_samples(trainer, pl_module)
+        try:
+            self.write_samples(trainer, pl_module)
+        except Exception:  # a by-product: log it, keep training
+            log.exception("sample videos: writing the step-%d samples failed; training goes on", trainer.global_step)
 
     @torch.no_grad()
     def write_samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Path]:
@@ -79,29 +95,44 @@ class SampleVideosCallback(pl.Callback):
         paths = []
         was_training = pl_module.training
         pl_module.eval()
-        with swap:
-            for item in self._inputs:
-                truth = video_to_uint8(item["video"])
-                result = pipe(image=item["video"][0], mask=item["mask"], prompt=item["motion_prompt"],
-                              caption=item["caption"], magnitude=item["magnitude"], steps=self.steps,
-                              guidance=self.guidance, seed=self.seed, progress=False)
-                first = np.repeat(truth[:1], len(result), axis=0)
-                overlay = np.repeat(mask_overlay(truth[0], item["mask"])[None], len(result), axis=0)
-                panel = np.concatenate([first, overlay, result, truth[: len(result)]], axis=2)
-                paths.append(write_video(panel, step_dir / f"{item['key']}.mp4", fps=self.fps))
-        pl_module.train(was_training)
+        rendered = []
+        try:
+            with swap:
+                for item in self._inputs:
+                    try:
+                        paths.append(self._render(pipe, item, step_dir))
+                        rendered.append(item)
+                    except Exception as exc:  # one clip's failure (bad input, codec, ...) skips that clip only
+                        log.warning("sample videos: skipped validation clip %r at step %d: %s: %s",
+                                    item["key"], trainer.global_step, type(exc).__name__, exc)
+        finally:
+            pl_module.train(was_training)
         self.written.extend(paths)
-        self._log_wandb(trainer, paths)
+        self._log_wandb(trainer, paths, rendered)
         return paths
 
-    def _log_wandb(self, trainer: pl.Trainer, paths: list[Path]) -> None:
+    def _render(self, pipe: FYCPipeline, item: dict[str, Any], step_dir: Path) -> Path:
+        truth = video_to_uint8(item["video"])
+        result = pipe(image=item["video"][0], mask=item["mask"], prompt=item["motion_prompt"],
+                      caption=item["caption"], magnitude=item["magnitude"], steps=self.steps,
+                      guidance=self.guidance, seed=self.seed, progress=False)
+        first = np.repeat(truth[:1], len(result), axis=0)
+        overlay = np.repeat(mask_overlay(truth[0], item["mask"])[None], len(result), axis=0)
+        panel = np.concatenate([first, overlay, result, truth[: len(result)]], axis=2)
+        return write_video(panel, step_dir / f"{item['key']}.mp4", fps=self.fps)
+
+    def _log_wandb(self, trainer: pl.Trainer, paths: list[Path], items: list[dict[str, Any]]) -> None:
         from lightning.pytorch.loggers import WandbLogger
 
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                import wandb
+            if isinstance(logger, WandbLogger) and paths:
+                try:
+                    import wandb
 
-                videos = [wandb.Video(str(p), format="mp4",
-                                      caption=f"{it['motion_prompt']} | magnitude {it['magnitude']:.2f}")
-                          for p, it in zip(paths, self._inputs)]
-                logger.experiment.log({"val/samples": videos, "trainer/global_step": trainer.global_step})
+                    videos = [wandb.Video(str(p), format="mp4",
+                                          caption=f"{it['motion_prompt']} | magnitude {it['magnitude']:.2f}")
+                              for p, it in zip(paths, items)]
+                    logger.experiment.log({"val/samples": videos, "trainer/global_step": trainer.global_step})
+                except Exception as exc:  # W&B media are a by-product too
+                    log.warning("sample videos: W&B upload of %s failed: %s: %s", [p.name for p in paths],
+                                type(exc).__name__, exc)

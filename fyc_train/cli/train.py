@@ -112,7 +112,11 @@ def train(cfg: DictConfig) -> float | None:
         # ModelCheckpoint(every_n_train_steps) saves nothing when max_steps / max_time ends the
         # run between two saves: the final weights would be lost. Collective: every rank calls.
         trainer.save_checkpoint(Path(cfg.paths.checkpoint_dir) / "last.ckpt")
-        export_model(lit_module, trainer, cfg)
+        try:
+            export_model(lit_module, trainer, cfg)
+        except Exception:  # the checkpoint above holds the run; an export failure must not lose it
+            log.exception("export to %s failed; the weights are in %s/last.ckpt (export from it with "
+                          "fyc_train.models.export)", cfg.paths.export_dir, cfg.paths.checkpoint_dir)
     # one line per rank (DDP tests and cluster logs check that every rank got here)
     print(f"fyc-train: rank {trainer.global_rank} finished at step {trainer.global_step}; "
           f"skipped samples on this rank: {datamodule.skipped.count}", flush=True)

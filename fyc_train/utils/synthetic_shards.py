@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import av
@@ -59,8 +60,13 @@ def make_clip(rng: np.random.Generator, num_frames: int, size: int) -> tuple[np.
 
 
 def write_shards(out_dir: str | os.PathLike, num_shards: int = 2, per_shard: int = 4,
-                 num_frames: int = 8, size: int = 32, seed: int = 0) -> list[str]:
-    """Write `num_shards` tars of `per_shard` samples each; returns their paths."""
+                 num_frames: int = 8, size: int = 32, seed: int = 0,
+                 still_keys: Collection[str] = ()) -> list[str]:
+    """Write `num_shards` tars of `per_shard` samples each; returns their paths.
+
+    Samples whose key (`clip<shard:03d><index:03d>`) is in `still_keys` show nothing moving and
+    carry what fyc-preprocess writes for such a clip: an empty mask and magnitude 0, while the
+    caption and motion prompt still name a motion (web captions often do)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -71,6 +77,8 @@ def write_shards(out_dir: str | os.PathLike, num_shards: int = 2, per_shard: int
             for i in range(per_shard):
                 frames, mask, speed, direction = make_clip(rng, num_frames, size)
                 key = f"clip{shard:03d}{i:03d}"
+                if key in still_keys:
+                    frames, mask, speed = np.repeat(frames[:1], num_frames, axis=0), np.zeros_like(mask), 0.0
                 meta = {
                     "id": key, "caption": f"a square moves {direction} over a texture",
                     "motion_prompt": f"move {direction}", "magnitude": speed,
