@@ -59,17 +59,53 @@ def test_frames_are_the_sampled_frames(decode, tmp_path):
     assert_frames_are_the_rendered_ones(clip, sample)
 
 
-def test_pyav_decodes_what_decord_cannot_with_the_same_frames(tmp_path):
-    """96-px-wide H.264 on some CPUs (this machine in session 10): decord returns the padded rows
-    as a 4th channel and get_batch raises; the worker then decodes the same indices with PyAV."""
-    from preprocessing.decode_worker import decode_clip, decode_with_pyav
+class PaddedRowsReader:
+    """A real decord.VideoReader whose get_batch returns what decord returns for 96-px-wide H.264
+    on some CPUs (dmlc/decord, padded rows as a 4th channel): the failure injected on any CPU."""
 
-    clip = write_synthetic_clip(tmp_path / "narrow.mp4", num_frames=30, size=(96, 96), crf=12)
-    sample = decode_clip(str(clip.path), num_frames=8, stride=2, size=(96, 96))
+    def __init__(self, reader) -> None:
+        self._reader = reader
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def get_avg_fps(self) -> float:
+        return self._reader.get_avg_fps()
+
+    def get_batch(self, indices):
+        frames = self._reader.get_batch(indices).asnumpy()
+        padded = np.concatenate([frames, np.zeros_like(frames[..., :1])], axis=-1)
+        return type("Batch", (), {"asnumpy": lambda _self: padded})()
+
+
+@pytest.mark.parametrize("failure", ["padded_rows", "raises"])
+def test_pyav_decodes_what_decord_cannot_with_the_same_frames(tmp_path, monkeypatch, failure):
+    """decord fails on a readable file (wrong frame shape, or get_batch raises): the worker decodes
+    the same indices with PyAV, and the frames are the rendered ones."""
+    import decord
+
+    import preprocessing.decode_worker as worker
+
+    readers, real_reader = [], decord.VideoReader
+
+    def failing_reader(*args, **kwargs):
+        readers.append(PaddedRowsReader(real_reader(*args, **kwargs)))
+        if failure == "raises":
+            readers[-1].get_batch = lambda indices: (_ for _ in ()).throw(decord.DECORDError("injected"))
+        return readers[-1]
+
+    fallback_calls = []
+    real_pyav_frames = worker.pyav_frames
+    monkeypatch.setattr(decord, "VideoReader", failing_reader)
+    monkeypatch.setattr(worker, "pyav_frames", lambda *a: fallback_calls.append(a[1]) or real_pyav_frames(*a))
+    clip = write_synthetic_clip(tmp_path / "shapes.mp4", num_frames=30, size=(96, 128), crf=12)
+    sample = worker.decode_clip(str(clip.path), num_frames=8, stride=2, size=(96, 128))
+    assert readers and fallback_calls == [[7 + 2 * i for i in range(8)]], "the PyAV fallback did not run"
     assert sample["status"] == "ok" and sample["frame_indices"] == [7 + 2 * i for i in range(8)]
+    assert (sample["source_height"], sample["source_width"]) == (96, 128)
     assert_frames_are_the_rendered_ones(clip, sample)
     with pytest.raises(RuntimeError, match=r"has 1 of the 2 frames asked for \(last index 30\)"):
-        decode_with_pyav(str(clip.path), [29, 30], (96, 96), np.empty((2, 96, 96, 3), np.uint8))  # past the end
+        worker.decode_with_pyav(str(clip.path), [29, 30], (96, 128), np.empty((2, 96, 128, 3), np.uint8))  # past the end
 
 
 def test_tiny_source_is_upscaled():

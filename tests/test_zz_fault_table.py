@@ -33,8 +33,30 @@ def test_committed_fault_table_names_tests_that_exist():
         assert re.search("def " + pattern + r"\(", source), f"docs/faults.md names {file}::{name}: not found"
 
 
-def test_fault_table_renders_every_recorded_fault(tmp_path):
-    if not RECORDS:  # this module alone: the committed table was checked above, nothing to render
+def passed_fault_tests(config) -> set[str]:
+    """Names of the tests that passed in this run and call record_fault themselves."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    passed = [r for r in (reporter.stats.get("passed", []) if reporter else []) if r.when == "call"]
+    names = set()
+    for report in passed:
+        path, _, name = report.nodeid.partition("::")
+        name = name.split("[")[0]
+        source = (REPO / path).read_text() if (REPO / path).is_file() else ""
+        body = re.search(rf"\ndef {re.escape(name)}\(.*?(?=\n(?:def |class |@)|\Z)", source, re.S)
+        if body and "record_fault(" in body.group(0):
+            names.add(name)
+    return names
+
+
+def test_fault_table_renders_every_recorded_fault(tmp_path, request):
+    """Every fault test that passed recorded its row, and a table is never rendered empty."""
+    expected = passed_fault_tests(request.config)
+    named = {name for record in RECORDS for name in re.findall(r"test_[A-Za-z0-9_]+", record.test.split("::")[-1])}
+    missing = sorted(name for name in expected if name not in named)
+    assert not missing, f"fault tests passed without recording their fault: {missing}"
+    if os.environ.get("FYC_FAULT_TABLE"):
+        assert RECORDS, "FYC_FAULT_TABLE is set but no fault was recorded: run the fault tests in the same run"
+    if not RECORDS:  # no fault test ran (e.g. this module alone): the committed table was checked above
         return
     text = render(RECORDS, COMMAND)
     assert text.count("\n| ") - text.count("\n| ---") - text.count("\n| fault injected") == len(RECORDS)
