@@ -142,11 +142,12 @@ def steps_logged(run: Path, rank: int = 0) -> int:
 def test_sigkill_mid_epoch_then_same_command_equals_uninterrupted(shards, tmp_path):
     max_steps = 6
     args = [*BASE, f"data.shards={shards}", "data.steps_per_epoch=4", "checkpoint_every_n_steps=2",
-            f"trainer.max_steps={max_steps}", "callbacks=minimal", "+callbacks.keylog.pace_s=0.5"]
+            f"trainer.max_steps={max_steps}"]
+    paced = [*args, "+callbacks.keylog.pace_s=0.5", "run_name=killed"]
     run = tmp_path / "killed"
     log = tmp_path / "killed.log"  # a file, not a pipe: a full pipe would stall the run
     with log.open("w") as sink:
-        proc = subprocess.Popen([FYC_TRAIN, *args, "run_name=killed"], cwd=REPO, env=env(tmp_path), stdout=sink,
+        proc = subprocess.Popen([FYC_TRAIN, *paced], cwd=REPO, env=env(tmp_path), stdout=sink,
                                 stderr=sink)
     try:
         wait_for(lambda: (run / "checkpoints" / "last.ckpt").exists() and steps_logged(run) >= 3, proc, log,
@@ -158,10 +159,10 @@ def test_sigkill_mid_epoch_then_same_command_equals_uninterrupted(shards, tmp_pa
     assert proc.returncode == -signal.SIGKILL
     killed_at = checkpoint(run)["global_step"]
     assert 0 < killed_at < max_steps and killed_at % 4 != 0  # mid-epoch
-    rerun = fyc_train([*args, "run_name=killed"], tmp_path)
+    rerun = fyc_train(paced, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert "resuming from" in rerun.stdout + rerun.stderr
-    whole = fyc_train([*args, "run_name=whole", "+callbacks.keylog.pace_s=0"], tmp_path)
+    whole = fyc_train([*args, "run_name=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr[-4000:]
     tensors, shadows = assert_same_training_state(checkpoint(run), checkpoint(tmp_path / "whole"))
     assert checkpoint(run)["global_step"] == max_steps
@@ -181,7 +182,7 @@ def test_ddp_ranks_read_different_samples_and_sigterm_resumes_exactly(shards, tm
     """2 ranks x 2 loader workers, 3-step epochs, 5 steps; SIGTERM to rank 0 mid-run."""
     max_steps = 5
     args = [*BASE, f"data.shards={shards}", "trainer=ddp_cpu", "data.steps_per_epoch=3", "checkpoint_every_n_steps=100",
-            f"trainer.max_steps={max_steps}", "callbacks=minimal"]
+            f"trainer.max_steps={max_steps}"]
     run = tmp_path / "preempted"
     log = tmp_path / "preempted.log"
     with log.open("w") as sink:
