@@ -358,3 +358,48 @@ def test_training_on_latent_shards_matches_training_on_video_and_refuses_another
         {"loss_steps_compared": len(losses["video"]), "max_abs_loss_diff":
          float(np.abs(losses["latents"][:, 1] - losses["video"][:, 1]).max())},
         "test_curate.py::test_training_on_latent_shards_matches_training_on_video_and_refuses_another_autoencoder")
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from preprocessing.curation.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("curate", overrides=overrides)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    from preprocessing.config import ConfigError
+    from preprocessing.curation.cli import quote_query
+    from preprocessing.curation.config import validate
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "manifest.parquet").write_bytes(b"")
+    with pytest.raises(ConfigCompositionException, match="qeury"):
+        _compose([f"input.dir={src}", "output.dir=o", "select.qeury=x"])
+    cases = {
+        "set exactly one of input.dir": [f"input.dir={src}", f"input.dirs=[{src}]", "output.dir=o"],
+        "input.dirs=.*no manifest.parquet": [f"input.dirs=[{src},{tmp_path}]", "output.dir=o"],
+        "output.dir=.*must differ": [f"input.dir={src}", f"output.dir={src}"],
+        "balance.magnitude_bins=.*set both": [f"input.dir={src}", "output.dir=o", "balance.magnitude_bins=[0,1]"],
+        "balance.magnitude_bins=.*increasing": [f"input.dir={src}", "output.dir=o", "balance.magnitude_bins=[1,1]",
+                                                "balance.max_per_magnitude_bin=3"],
+        "balance.max_per_prompt=0": [f"input.dir={src}", "output.dir=o", "balance.max_per_prompt=0"],
+        "latents.vae_path=None": [f"input.dir={src}", "output.dir=o", "latents.enabled=true",
+                                  "latents.autoencoder=sd_vae"],
+        "latents.dtype='bfloat16'": [f"input.dir={src}", "output.dir=o", "latents.enabled=true",
+                                     "latents.dtype=bfloat16"],
+        "dedupe.max_distance=64": [f"input.dir={src}", "output.dir=o", "dedupe.max_distance=64"],
+    }
+    for message, overrides in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            validate(_compose(overrides))
+    # a pandas query as users type it becomes a quoted Hydra value
+    assert quote_query("select.query=magnitude > 1") == "select.query='magnitude > 1'"
+    assert quote_query("select.query=direction == 'left'") == "select.query=\"direction == 'left'\""
+    assert _compose([f"input.dir={src}", "output.dir=o", quote_query("select.query=a > 1 and b == \"x\" or c == 'y'")
+                     ]).select.query == "a > 1 and b == \"x\" or c == 'y'"
