@@ -19,6 +19,7 @@ register_schema()
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="preprocess")
 def _main(cfg: DictConfig) -> None:
+    from preprocessing.cluster import ClusterError
     from preprocessing.lock import OutputLockedError
     from preprocessing.shards import ShardWriteError
     from preprocessing.sources.rows import InputError
@@ -35,7 +36,7 @@ def _main(cfg: DictConfig) -> None:
     except ConfigError as exc:  # checked against the cluster (flow.device, ray.flow_actors)
         log.error("invalid config: %s", exc)
         sys.exit(2)
-    except (OutputLockedError, InputError, ShardWriteError) as exc:
+    except (OutputLockedError, InputError, ShardWriteError, ClusterError) as exc:
         log.error("%s", exc)
         sys.exit(3)
     log.info("done: %d rows (%d processed this run) in %.1fs -> %s", summary.num_rows,

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from preprocessing.cluster import (ClusterError, Node, NodeLossWatchdog, NodeLostError, Request, alive_nodes,
+                                   check_requests_fit, check_weights_on_every_node, is_node_loss, wait_for_lost_nodes,
+                                   worker_nodes)
 from preprocessing.config import to_container
 from preprocessing.devices import resolve_flow_placement
 from preprocessing.lock import OutputLock
@@ -102,14 +105,16 @@ def _init_ray(cfg: Any) -> bool:
     return True
 
 
-def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, Any]):
+def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, Any], nodes: list[Node]):
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     ctx = DataContext.get_current()
     ctx.execution_options.preserve_order = True  # deterministic order: chunks complete in order
-    resources = ray.cluster_resources()
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    # Sized from the nodes alive now (after a node loss: the survivors), not from a stale total.
+    hosts = worker_nodes(nodes)
+    resources = {"CPU": sum(n.cpus for n in hosts), "GPU": sum(n.gpus for n in hosts)}
+    cpus, gpus = resources["CPU"] or 1.0, resources["GPU"]
     placement = resolve_flow_placement(cfg.flow.device, resources, int(cfg.ray.flow_actors),
                                        float(cfg.ray.flow_gpus_per_actor))  # ConfigError before any decode
     use_gpu = placement.use_gpu
@@ -122,11 +127,16 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
     flow_args: dict[str, Any] = {"num_cpus": flow_cpu, "max_restarts": 3, "max_task_retries": 3}
     if use_gpu:
         flow_args["num_gpus"] = float(cfg.ray.flow_gpus_per_actor)
+    check_requests_fit([Request("decode", 1, 0.25), Request("encode", 1, 0.25),
+                        Request("flow", flow_actors, flow_cpu, float(flow_args.get("num_gpus", 0.0)),
+                                "ray.flow_actors / ray.flow_gpus_per_actor")], nodes)  # never pend forever
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
     ds = ds.map_batches(DecodeStage, fn_constructor_args=(cfg_dict,), batch_size=1, batch_format="numpy",
                         compute=ActorPoolStrategy(min_size=1, max_size=decode_actors), num_cpus=0.25,
                         max_restarts=3, max_task_retries=3)
-    flow_threads = cfg.ray.flow_threads or max(1, int(cpus // max(1, flow_actors)) - 1)  # one core left to decode/encode
+    # RAFT gets every core: it is the bulk of the work, so a core kept back for decode/encode idles
+    # most of the run; decode/encode overlap in the gaps (bench/bench_preprocess_vs_serial.py).
+    flow_threads = cfg.ray.flow_threads or max(1, int(cpus // max(1, flow_actors)))
     ds = ds.map_batches(FlowStage, fn_constructor_args=(cfg_dict, use_gpu, flow_threads),
                         batch_size=clips_per_flow_batch, batch_format="numpy",
                         compute=ActorPoolStrategy(size=flow_actors), **flow_args)
@@ -161,22 +171,67 @@ def _finish_chunk(out: Path, work: ChunkWork, samples: list[Sample], step_second
              ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
-def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str, float]) -> None:
-    """Run the Ray Data pipeline over all pending rows; write each chunk as soon as it is whole."""
-    cfg_dict = to_container(cfg)
+def _run_attempt(out: Path, cfg: Any, cfg_dict: dict[str, Any], work: list[ChunkWork], nodes: list[Node],
+                 step_seconds: dict[str, float], finished: set[int]) -> None:
+    """One Ray Data execution over `work`; each chunk is written (and added to `finished`) when whole."""
     collector = ChunkCollector({w.chunk: len(w.samples) for w in work})
     by_chunk = {w.chunk: w for w in work}
     items = [pack(w.chunk, s) for w in work for s in w.samples]
+    ds = _build_dataset(items, cfg, cfg_dict, nodes)
+    with NodeLossWatchdog(nodes, float(cfg.ray.node_loss_settle_s)) as watchdog:
+        try:
+            for row in ds.iter_rows():
+                watchdog.progress()
+                chunk = int(row["chunk"])
+                whole = collector.add(chunk, unpack(row["payload"]))  # all rows with all their windows
+                if whole is not None:
+                    _finish_chunk(out, by_chunk[chunk], whole, step_seconds)
+                    finished.add(chunk)
+        except KeyboardInterrupt as exc:
+            if watchdog.fired:  # a lost node left the execution waiting: re-plan, not a user's Ctrl-C
+                raise NodeLostError("the execution stalled after a node loss") from exc
+            raise
+    if collector.incomplete():  # would mean Ray lost rows: never write an incomplete chunk
+        raise RuntimeError(f"Ray returned incomplete chunks {collector.incomplete()}; re-run to resume")
+
+
+def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str, float]) -> None:
+    """Run the Ray Data pipeline over all pending rows; write each chunk as soon as it is whole.
+
+    Node loss: Ray restarts lost actors where it can, but a lost node can also fail the execution
+    (dead actor, lost block) or leave a restarted actor with nowhere to go. Then the chunks not yet
+    written are re-planned on the nodes alive now, up to ray.node_loss_retries times; a chunk is
+    written once, whole, so every row still lands exactly once. Past that: a clear error, and a
+    re-submission of the same command resumes from the written chunks.
+    """
+    cfg_dict = to_container(cfg)
     started = _init_ray(cfg)
     try:
-        ds = _build_dataset(items, cfg, cfg_dict)
-        for row in ds.iter_rows():
-            chunk = int(row["chunk"])
-            whole = collector.add(chunk, unpack(row["payload"]))  # all rows with all their windows
-            if whole is not None:
-                _finish_chunk(out, by_chunk[chunk], whole, step_seconds)
-        if collector.incomplete():  # would mean Ray lost rows: never write an incomplete chunk
-            raise RuntimeError(f"Ray returned incomplete chunks {collector.incomplete()}; re-run to resume")
+        nodes = alive_nodes()
+        if cfg.ray.address:  # a cluster: every node must read the weights before any row is decoded
+            check_weights_on_every_node(cfg.flow.model, str(cfg.flow.weights), nodes)
+        finished: set[int] = set()
+        attempts = int(cfg.ray.node_loss_retries) + 1
+        for attempt in range(1, attempts + 1):
+            pending = [w for w in work if w.chunk not in finished]
+            try:
+                _run_attempt(out, cfg, cfg_dict, pending, nodes, step_seconds, finished)
+                break
+            except ClusterError:
+                raise
+            except Exception as exc:
+                if not is_node_loss(exc, nodes):
+                    raise
+                left = len(work) - len(finished)
+                if attempt == attempts:
+                    raise ClusterError(
+                        f"Ray nodes were lost {attempts} times ({type(exc).__name__}: {str(exc)[:300]}); "
+                        f"{len(finished)} of {len(work)} chunks were written, {left} remain: re-submit the "
+                        f"same command to finish them (or raise ray.node_loss_retries)") from exc
+                log.warning("a Ray node was lost (%s); %d of %d chunks written, re-planning the other %d on the "
+                            "nodes alive now (attempt %d of %d)", type(exc).__name__, len(finished), len(work),
+                            left, attempt + 1, attempts)
+                nodes = wait_for_lost_nodes(nodes, float(cfg.ray.node_loss_settle_s))
     finally:
         if started:
             import ray
