@@ -126,9 +126,9 @@ def repoint_model_folders(model_config: Mapping[str, Any], model_paths: Mapping[
             config[key] = str(overrides[key])
         folder = Path(str(config[key])).expanduser()
         if not folder.is_dir():
-            stored = "given" if key in overrides else "stored in the checkpoint (model." + key + " at training)"
+            source = f"given as {key}=" if key in overrides else f"the checkpoint's model.{key} from training"
             raise SamplingInputError(
-                f"{where}: the {what} {folder} ({stored}) does not exist on this machine. If the model "
+                f"{where}: the {what} {folder} does not exist on this machine ({source}). If the model "
                 f"folders moved, pass {key}=<its new location> (and the other of "
                 f"{' / '.join(k + '=' for k in MODEL_FOLDER_KEYS)} if it moved too)."
             )
