@@ -47,18 +47,18 @@ def drop_not_ok(plan: pd.DataFrame) -> int:
 
 def resolve_collisions(plan: pd.DataFrame) -> list[str]:
     """Drop later ok rows whose id or key is taken; returns one line per collision (for the log)."""
-    holders: dict[tuple[str, str], int] = {}
+    holders: dict[tuple[str, str], tuple[int, str, int]] = {}  # (column, value) -> (input, folder, row)
     reasons = pd.Series("", index=plan.index)
-    for idx in plan.index[candidates(plan)]:
-        row = plan.loc[idx]
-        clash = next(((col, holders[(col, row[col])]) for col in ("id", "key") if (col, row[col]) in holders), None)
+    rows = plan.loc[candidates(plan), ["id", "key", "source_index", "source", "source_row_index"]]
+    for idx, rid, key, src, folder, row in zip(rows.index, rows["id"], rows["key"], rows["source_index"],
+                                               rows["source"], rows["source_row_index"]):
+        clash = next(((col, v) for col, v in (("id", rid), ("key", key)) if (col, v) in holders), None)
         if clash is None:
-            holders[("id", row["id"])] = holders[("key", row["key"])] = idx
+            holders[("id", rid)] = holders[("key", key)] = (src, folder, row)
             continue
-        col, holder = clash
-        h = plan.loc[holder]
-        reasons[idx] = (f"collision: {col} {row[col]!r} is already taken by input {h['source_index']} "
-                        f"({h['source']}) row {h['source_row_index']}, which is kept (first input wins)")
+        h_src, h_folder, h_row = holders[clash]
+        reasons[idx] = (f"collision: {clash[0]} {clash[1]!r} is already taken by input {h_src} ({h_folder}) "
+                        f"row {h_row}, which is kept (first input wins)")
     lines = [f"input {plan.at[i, 'source_index']} row {plan.at[i, 'source_row_index']}: {reasons[i]}"
              for i in plan.index[reasons != ""]]
     drop(plan, reasons != "", reasons)
