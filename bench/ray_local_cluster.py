@@ -111,7 +111,6 @@ class LocalRayCluster:
         proc = subprocess.run([str(BIN / "ray"), "start", *args, *common], env=env, capture_output=True,
                               text=True, timeout=180)
         if proc.returncode != 0:
-            self.stop()
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
 
     @staticmethod
@@ -121,13 +120,19 @@ class LocalRayCluster:
                 f"--metrics-export-port={base + 4}", f"--runtime-env-agent-port={base + 5}",
                 f"--min-worker-port={first_worker_port}", f"--max-worker-port={first_worker_port + 199}"]
 
-    def start(self) -> LocalRayCluster:
-        """Start head and workers; on any failure stop what was started and re-raise."""
-        try:
-            return self._start()
-        except BaseException:
-            self.stop()
-            raise
+    def start(self, tries: int = 3) -> LocalRayCluster:
+        """Start head and workers; on a failure stop what was started and try again (`ray start`
+        gives a raylet 30 s to register, which a busy machine can miss), re-raising the last error."""
+        for attempt in range(1, tries + 1):
+            try:
+                return self._start()
+            except BaseException as exc:
+                self.stop()
+                self.worker_manager_ports.clear()
+                if attempt == tries or not isinstance(exc, (RuntimeError, TimeoutError)):
+                    raise
+                time.sleep(5)
+        raise AssertionError("unreachable")
 
     def _start(self) -> LocalRayCluster:
         if not self.ip:

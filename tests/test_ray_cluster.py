@@ -10,6 +10,7 @@ path on the shared file system is readable on both.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 PORT, DASHBOARD_PORT = 6489, 8375  # not Ray's defaults: other Ray instances may share the machine
 CHUNK = 2
 FAST = ["clip.num_frames=4", "clip.stride=2", "clip.size=[64,64]", "flow.size=128", "flow.num_updates=4",
-        "flow.batch_size=6", f"shard.max_samples={CHUNK}", "report_thumbnails=2", "ray.node_loss_settle_s=60"]
+        "flow.batch_size=6", f"shard.max_samples={CHUNK}", "report_thumbnails=2", "ray.node_loss_settle_s=30"]
 COLUMNS = ["row_index", "id", "key", "status", "reason", "shard", "magnitude", "direction"]
 
 
@@ -118,7 +119,8 @@ def test_worker_node_killed_mid_job_equals_one_node_run(cluster, corpus, tmp_pat
     log, _ = proc.communicate(timeout=400)
     wall = time.perf_counter() - began
     assert proc.returncode == 0, log[-4000:]
-    assert "a Ray node was lost" in log or "restart" in log.lower(), log[-3000:]
+    # the documented path: the loss is seen (a failed task, or the watchdog) and the unwritten chunks re-planned
+    assert "a Ray node was lost" in log and re.search(r"re-planning the other [123] ", log), log[-3000:]
 
     # the same job on the surviving node alone (sized from the one node left; never pending)
     single = tmp_path / "one_node"
