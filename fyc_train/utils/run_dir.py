@@ -23,10 +23,20 @@ def stable_run_id(run_dir: str) -> str:
     return hashlib.sha1(os.path.abspath(str(run_dir)).encode()).hexdigest()[:12]
 
 
+def sqlite_url(path: str) -> str:
+    """`sqlite:///<path>` with the parent folder created (sqlite cannot create it, and an Optuna
+    study is created before Hydra makes the sweep's folders)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
 def register_resolvers() -> None:
-    """`${fyc_run_id:${paths.run_dir}}` for configs (idempotent: safe to call in every rank)."""
+    """`${fyc_run_id:${paths.run_dir}}` and `${fyc_sqlite_url:PATH}` for configs (idempotent:
+    safe to call in every rank)."""
     if not OmegaConf.has_resolver("fyc_run_id"):
         OmegaConf.register_new_resolver("fyc_run_id", stable_run_id)
+    if not OmegaConf.has_resolver("fyc_sqlite_url"):
+        OmegaConf.register_new_resolver("fyc_sqlite_url", sqlite_url)
 
 
 def resume_checkpoint(run_dir: str | Path, ckpt_path: str | None) -> str | None:
