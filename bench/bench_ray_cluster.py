@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                               port=args.port + 100, dashboard_port=args.port + 1101)
         times: dict[str, list[dict[str, float]]] = {"one_node": [], "two_nodes": []}
         try:
-            one.start()
-            two.start()
+            one.start(tries=6)  # a busy machine can make `ray start` miss its 30 s registration window
+            two.start(tries=6)
             for r in range(args.rounds):
                 order = [("one_node", one), ("two_nodes", two)] if r % 2 == 0 else [("two_nodes", two), ("one_node", one)]
                 for name, cluster in order:
