@@ -12,6 +12,7 @@
 
     python bench/bench_resume.py                                   # synthetic shards
     python bench/bench_resume.py --exactness --shards 'out/shards/*.tar' --steps 4
+    python bench/bench_resume.py --exactness-only --shards 'out/shards/*.tar' --steps 4
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def replay_latency(shards: list[str], consumed: int, batch: int, frames: int) ->
     return time.perf_counter() - start
 
 
-def exactness(shards: str, steps: int, workers: int) -> dict[str, float]:
+def exactness(shards: str, steps: int, workers: int, frames: int) -> dict[str, float]:
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -56,7 +57,7 @@ def exactness(shards: str, steps: int, workers: int) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="bench_resume_"))
     common = ["experiment=tiny", f"data.shards={shards}", f"data.num_workers={workers}", "callbacks.samples=null",
               "logger=none", "export.enabled=false", f"checkpoint_every_n_steps={steps}", f"paths.output_dir={out}",
-              "trainer.enable_progress_bar=false", "data.resolution=[32,32]"]
+              "trainer.enable_progress_bar=false", "data.resolution=[32,32]", f"data.num_frames={frames}"]
 
     def run(name: str, max_steps: int) -> None:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -88,7 +89,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="latency = median of this many loaders")
     parser.add_argument("--exactness", action="store_true")
     parser.add_argument("--steps", type=int, default=4, help="--exactness: resume after this many steps")
+    parser.add_argument("--exactness-only", action="store_true", help="skip the latency part")
     args = parser.parse_args()
+    if args.exactness_only:
+        print("exactness:", exactness(args.shards, args.steps, args.workers, args.frames))
+        return
 
     if args.shards is None:
         from fyc_train.utils.synthetic_shards import write_shards
@@ -114,7 +119,7 @@ def main() -> None:
         print(f"  N={n:>9,}  {s * 1000:8.1f} ms  ratio to N={args.replay[0]}: {s / replay[args.replay[0]]:5.2f}")
     result = {"resume_s": resume, "replay_s": replay}
     if args.exactness:
-        result["exactness"] = exactness(args.shards, args.steps, args.workers)
+        result["exactness"] = exactness(args.shards, args.steps, args.workers, args.frames)
         print("exactness:", result["exactness"])
     print(json.dumps(result))
 

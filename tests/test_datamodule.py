@@ -82,7 +82,7 @@ def test_corrupt_samples_and_truncated_shard_are_skipped_and_counted(shards, tmp
     assert len(keys) == len(set(keys))
     # corrupt mp4 + bad png + at least one error from the truncated tar (its intact samples pass)
     assert dm.skipped.count >= 3
-    # the resampled training stream keeps going over the same bad shards and keeps counting
+    # training replaces each bad sample by the next good one (batches keep their size) and counts
     dm2 = FYCDataModule([broken, truncated], batch_size=1, num_workers=2, pin_memory=False, steps_per_epoch=6)
     assert len(list(dm2.train_dataloader())) == 6
     assert dm2.skipped.count >= 2
@@ -91,7 +91,8 @@ def test_corrupt_samples_and_truncated_shard_are_skipped_and_counted(shards, tmp
                     "at 60% inside a member, read by 2 loader workers",
         "each bad sample / the truncated shard skipped and counted (across worker processes); training goes on",
         "the good samples (incl. the truncated shard's intact ones) came through once each, the bad ones were "
-        "skipped and counted in shared memory; the resampled training stream delivered every batch",
+        "skipped and counted in shared memory; training replaced each bad sample by the next good one and delivered "
+        "every batch",
         {"val_samples_kept": len(keys), "val_skipped": dm.skipped.count, "train_batches": 6,
          "train_skipped": dm2.skipped.count},
         "test_datamodule.py::test_corrupt_samples_and_truncated_shard_are_skipped_and_counted")

@@ -123,7 +123,7 @@ def test_mid_epoch_resume_with_workers_equals_uninterrupted(shards, tmp_path):
         "test_resume_e2e.py::test_mid_epoch_resume_with_workers_equals_uninterrupted")
 
 
-def wait_for(condition, proc: subprocess.Popen, log: Path, what: str, timeout: float = 300) -> None:
+def wait_for(condition, proc: subprocess.Popen, log: Path, what: str, timeout: float = 600) -> None:
     began = time.perf_counter()
     while not condition():
         assert proc.poll() is None, f"fyc-train ended before {what}: {log.read_text()[-3000:]}"
