@@ -123,7 +123,11 @@ def check_weights_on_every_node(model: str, weights: str, nodes: list[Node], tim
             .remote(model, str(weights)) for n in hosts}
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
     problems, digests = [], {}
+    still_alive = {n.node_id for n in alive_nodes()}
     for node, ref in refs.items():
+        if node.node_id not in still_alive:  # lost since: it will run nothing of this job
+            log.warning("%s left the cluster during the weights check; going on without it", node.name)
+            continue
         if ref not in ready:
             problems.append(f"{node.name}: did not answer the weights check in {timeout_s:.0f}s")
             continue

@@ -210,6 +210,7 @@ def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str,
         nodes = alive_nodes()
         if cfg.ray.address:  # a cluster: every node must read the weights before any row is decoded
             check_weights_on_every_node(cfg.flow.model, str(cfg.flow.weights), nodes)
+            nodes = alive_nodes()  # a node lost during the check is not sized in
         finished: set[int] = set()
         attempts = int(cfg.ray.node_loss_retries) + 1
         for attempt in range(1, attempts + 1):
