@@ -1,6 +1,6 @@
 """Precomputed latents: which autoencoder made them, and the check that training uses the same one.
 
-A latent shard sample carries `<key>.latents.npy` ((C, F, h, w), already scaled, what
+A latent shard sample carries `<key>.latents.npy` ((C, F, h, w), already scaled: what
 `FYCModel.autoencoder.encode` returns per frame) and a `latents` record in its json:
 
     {"autoencoder": {...identity...}, "dtype": "float32", "compute_dtype": "float32",
@@ -64,7 +64,9 @@ def autoencoder_identity(autoencoder: torch.nn.Module) -> dict[str, Any]:
 
 
 def describe(identity: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in identity.items())
+    """`type=..., k=v, ...` (type first, then keys sorted: the json record's order is sorted)."""
+    rest = sorted((k, v) for k, v in identity.items() if k != "type")
+    return ", ".join(f"{k}={v}" for k, v in [("type", identity.get("type")), *rest])
 
 
 def latents_record(identity: dict[str, Any], dtype: str, compute_dtype: str, scaling_factor: float,
