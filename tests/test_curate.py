@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from fault_table import record_fault
 
 REPO = Path(__file__).resolve().parents[1]
