@@ -143,8 +143,12 @@ class FYCLitModule(pl.LightningModule):
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = with_copy_gate_rows(state.get("state_dict", state), self.state_dict())
         result = self.load_state_dict(state, strict=False)
-        log.info("init_from %s: %d missing keys (new layers), %d unexpected keys",
-                 path, len(result.missing_keys), len(result.unexpected_keys))
+        # frozen weights a checkpoint may leave out (save_frozen_weights=false) keep the base model's
+        trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        new = [k for k in result.missing_keys if k in trainable]
+        log.info("init_from %s: %d trainable weights not in it (new layers, initial values kept), %d frozen "
+                 "weights from the base model, %d unexpected keys", path, len(new),
+                 len(result.missing_keys) - len(new), len(result.unexpected_keys))
         if result.unexpected_keys:
             log.warning("init_from %s: ignored keys not in this model, e.g. %s", path, result.unexpected_keys[:5])
 

@@ -21,9 +21,11 @@ RECIPE = {"steps": 1, "guidance": 1.25, "prompt_in_spatial": False, "impose_firs
 
 
 def compose_config(name: str, overrides: list[str]):
-    from fyc_train.cli.train import CONFIG_DIR
+    """Compose a command's config from the folder that command itself reads."""
+    import importlib
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    config_dir = importlib.import_module(f"fyc_train.cli.{name}").CONFIG_DIR
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         return compose(name, overrides=overrides)
 
 

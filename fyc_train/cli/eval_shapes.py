@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> dict:
         modes = [settings.impose_first_frame]
     else:  # the evaluated modes, given by the command (conf/eval_shapes.yaml: both)
         modes = [bool(m) for m in (modes if OmegaConf.is_list(modes) else [modes])]
-        log.info("impose_first_frame: evaluating modes %s (command line)", modes)
+        log.info("impose_first_frame: evaluating the modes %s (this command's impose_first_frame)", modes)
     report = evaluate_model(
         loaded, num_scenes=cfg.num_scenes, seed=cfg.seed, magnitudes=list(cfg.magnitudes),
         flow_size=cfg.flow_size, num_frames=cfg.num_frames, steps=settings.steps, guidance=settings.guidance,
