@@ -7,7 +7,7 @@ step; latent shards (made by fyc-curate's latents stage, preprocessing/curation/
 with the same VAE saved as a diffusers folder) cost .npy load + U-Net step. Both go through the
 real training loader (FYCDataModule, num_workers=0, so everything is timed in this process).
 
-    python bench/bench_latents.py                      # CPU: 4 frames of 128x128, 3 timed steps
+    python bench/bench_latents.py                      # CPU: 4 frames of 128x128, 3 timed steps each
     python bench/bench_latents.py --size 256 --frames 8 --device cuda
 """
 
@@ -69,29 +69,48 @@ def make_latent_shards(video_shards: list[str], out: Path, vae_root: Path) -> li
     return paths
 
 
-def steps_per_s(model, shards: list[str], frames: int, steps: int, device: str) -> float:
-    from fyc_train.data import FYCDataModule
-    from fyc_train.lit_module import FYCLitModule
+class Trainer:
+    """One training source: its loader and a copy of the module + optimizer (same init)."""
 
-    lit = FYCLitModule(model).to(device)
-    opt = torch.optim.AdamW(lit.trainable_parameters(), lr=1e-4)
-    dm = FYCDataModule(shards, batch_size=1, num_workers=0, num_frames=frames, steps_per_epoch=steps + 1,
-                       pin_memory=False)
-    dm.setup("fit")
-    gen = torch.Generator(device=device).manual_seed(0)
-    loader = iter(dm.train_dataloader())
+    def __init__(self, model, shards: list[str], frames: int, steps: int, device: str) -> None:
+        import copy
 
-    def step() -> None:  # loader (decode or .npy) + encode (video shards only) + U-Net step
-        loss = lit.compute_loss(next(loader), gen, train=True)
-        opt.zero_grad(set_to_none=True)
+        from fyc_train.data import FYCDataModule
+        from fyc_train.lit_module import FYCLitModule
+
+        self.lit = FYCLitModule(copy.deepcopy(model)).to(device)
+        self.opt = torch.optim.AdamW(self.lit.trainable_parameters(), lr=1e-4)
+        dm = FYCDataModule(shards, batch_size=1, num_workers=0, num_frames=frames, steps_per_epoch=steps + 1,
+                           pin_memory=False)
+        dm.setup("fit")
+        self.loader = iter(dm.train_dataloader())
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        self.seconds: list[float] = []
+
+    def step(self) -> None:
+        """loader (mp4 decode or .npy) + autoencoder (video only) + U-Net forward/backward + AdamW."""
+        began = time.perf_counter()
+        loss = self.lit.compute_loss(next(self.loader), self.gen, train=True)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        self.opt.step()
+        self.seconds.append(time.perf_counter() - began)
 
-    step()  # warm-up
-    start = time.perf_counter()
+
+def interleaved_rates(model, video: list[str], latent: list[str], frames: int, steps: int,
+                      device: str) -> tuple[float, float]:
+    """Steps/s of each source, timed step by step in alternation (V, L, V, L, ...) so that load
+    from other processes on a shared machine falls on both alike; medians of the per-step times."""
+    import statistics
+
+    runs = [Trainer(model, shards, frames, steps, device) for shards in (video, latent)]
+    for run in runs:  # warm-up step, not timed
+        run.step()
+        run.seconds.clear()
     for _ in range(steps):
-        step()
-    return steps / (time.perf_counter() - start)
+        for run in runs:
+            run.step()
+    return tuple(1.0 / statistics.median(run.seconds) for run in runs)
 
 
 def main() -> None:
@@ -113,8 +132,7 @@ def main() -> None:
         latent = make_latent_shards(video, root / "latents", vae_root)
         made_s = time.perf_counter() - began
         model = build_model(vae_root, args.size)
-        video_rate = steps_per_s(model, video, args.frames, args.steps, args.device)
-        latent_rate = steps_per_s(model, latent, args.frames, args.steps, args.device)
+        video_rate, latent_rate = interleaved_rates(model, video, latent, args.frames, args.steps, args.device)
     clips = 2 * (args.steps + 1)
     print(json.dumps({
         "device": args.device, "clip": [args.frames, args.size, args.size], "vae": "SD1.5 AutoencoderKL config",
