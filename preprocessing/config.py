@@ -114,6 +114,7 @@ class RayConfig:
     num_cpus: int | None = None
     flow_actors: int = 1
     flow_threads: int | None = None
+    in_process_max_rows: int = 64
     flow_gpus_per_actor: float = 1.0
     log_to_driver: bool = False
     node_loss_retries: int = 2
@@ -237,6 +238,8 @@ def validate(cfg: DictConfig | PreprocessConfig) -> None:
     _positive("ray.flow_actors", c.ray.flow_actors)
     if c.ray.flow_threads is not None:
         _positive("ray.flow_threads", c.ray.flow_threads)
+    if c.ray.in_process_max_rows < 0:
+        _fail("ray.in_process_max_rows", c.ray.in_process_max_rows, "a number of rows >= 0 (0: always start Ray)")
     if c.ray.flow_gpus_per_actor < 0:
         _fail("ray.flow_gpus_per_actor", c.ray.flow_gpus_per_actor, "must be >= 0")
     if c.ray.node_loss_retries < 0:

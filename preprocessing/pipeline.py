@@ -21,6 +21,7 @@ from typing import Any
 from preprocessing.cluster import (ClusterError, Node, NodeLossWatchdog, NodeLostError, Request, alive_nodes,
                                    check_requests_fit, check_weights_on_every_node, is_node_loss, wait_for_lost_nodes,
                                    worker_nodes)
+from preprocessing import in_process
 from preprocessing.config import to_container
 from preprocessing.devices import resolve_flow_placement
 from preprocessing.lock import OutputLock
@@ -100,8 +101,12 @@ def _init_ray(cfg: Any) -> bool:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, log_to_driver=cfg.ray.log_to_driver)
     else:
+        # worker_niceness 0: Ray starts workers at nice 15 by default, so on a machine shared with
+        # anything else the job's own decode/RAFT/encode workers would yield to it all; on a machine
+        # this job started, the workers are the job.
         ray.init(num_cpus=cfg.ray.num_cpus or os.cpu_count(), include_dashboard=False,
-                 log_to_driver=cfg.ray.log_to_driver, logging_level=logging.WARNING)
+                 log_to_driver=cfg.ray.log_to_driver, logging_level=logging.WARNING,
+                 _system_config={"worker_niceness": 0})
     return True
 
 
@@ -195,7 +200,25 @@ def _run_attempt(out: Path, cfg: Any, cfg_dict: dict[str, Any], work: list[Chunk
         raise RuntimeError(f"Ray returned incomplete chunks {collector.incomplete()}; re-run to resume")
 
 
-def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str, float]) -> None:
+def _process_in_process(out: Path, cfg: Any, cfg_dict: dict[str, Any], work: list[ChunkWork],
+                        step_seconds: dict[str, float]) -> None:
+    """The same stages and chunk commits as the Ray plan, in this process (preprocessing/in_process.py)."""
+    collector = ChunkCollector({w.chunk: len(w.samples) for w in work})
+    by_chunk = {w.chunk: w for w in work}
+    threads, clips_per_call = in_process.sizing(cfg)
+    items = [pack(w.chunk, s) for w in work for s in w.samples]
+    log.info("in-process: %d rows to process (input <= ray.in_process_max_rows), RAFT on %d threads, no Ray start-up",
+             len(items), threads)
+    for row in in_process.iter_rows(items, cfg_dict, threads, clips_per_call):
+        chunk = int(row["chunk"])
+        whole = collector.add(chunk, unpack(row["payload"]))
+        if whole is not None:
+            _finish_chunk(out, by_chunk[chunk], whole, step_seconds)
+    if collector.incomplete():
+        raise RuntimeError(f"in-process run returned incomplete chunks {collector.incomplete()}; re-run to resume")
+
+
+def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str, float], num_rows: int = 0) -> None:
     """Run the Ray Data pipeline over all pending rows; write each chunk as soon as it is whole.
 
     Node loss: Ray restarts lost actors where it can, but a lost node can also fail the execution
@@ -205,6 +228,11 @@ def _process(out: Path, cfg: Any, work: list[ChunkWork], step_seconds: dict[str,
     re-submission of the same command resumes from the written chunks.
     """
     cfg_dict = to_container(cfg)
+    # a small local corpus runs without Ray; decided by the whole input's size (num_rows), so a resumed
+    # run takes the same path as the run it resumes
+    if in_process.wanted(cfg, num_rows or sum(len(w.samples) for w in work)):
+        _process_in_process(out, cfg, cfg_dict, work, step_seconds)
+        return
     started = _init_ray(cfg)
     try:
         nodes = alive_nodes()
@@ -258,7 +286,7 @@ def run(cfg: Any) -> RunSummary:
             prompt_step = PromptStep(make_extractor(cfg.prompt, out), bool(cfg.prompt.require_motion))
             for w in work:  # before decoding: a caption without motion costs no decode
                 prompt_step.process_batch(w.samples)
-            _process(out, cfg, work, step_seconds)
+            _process(out, cfg, work, step_seconds, num_rows=len(rows))
         write_manifest(out, len(chunks))
         wall = time.perf_counter() - began
         summary = RunSummary(out, len(rows), len(chunks), len(work), sum(len(w.samples) for w in work), wall,

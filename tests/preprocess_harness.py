@@ -29,7 +29,7 @@ DECODE_TIMEOUT_S = 5  # generous: a real 64x64 decode takes ~20 ms even on a loa
 CHUNK = 3  # rows per chunk: 18 rows -> 6 chunks, so a kill can land between chunks
 FAST = ["clip.num_frames=4", "clip.stride=2", "clip.size=[64,64]", "flow.size=128", "flow.num_updates=4",
         "flow.batch_size=6", f"shard.max_samples={CHUNK}", "ray.num_cpus=2", f"decode.timeout_s={DECODE_TIMEOUT_S}",
-        "report_thumbnails=4"]
+        "report_thumbnails=4", "ray.in_process_max_rows=0"]  # the Ray plan (a small corpus would run in-process)
 HUGE_CAPTION = "a red disc slides to the left " * 4000  # 120k chars; input.max_caption_chars=2000
 LATIN1_CAPTION = "caf\xe9 cr\xe8me: a disc slides left"
 GOOD_IDS = ["good0", "good1", "good2", "good3"]
