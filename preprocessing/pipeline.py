@@ -127,7 +127,8 @@ def _build_dataset(items: list[dict[str, Any]], cfg: Any, cfg_dict: dict[str, An
     # Fractional CPU requests so decode actors, flow actors and encode tasks can all be
     # scheduled even on a 2-core machine (whole-CPU requests would starve the encode stage).
     decode_actors = max(1, int(cpus // 2)) if not use_gpu else max(1, int(cpus) - flow_actors - 1)
-    flow_cpu = 1.0 if use_gpu else min(1.0, cpus / 2)
+    # CPU flow actors share what decode and encode (0.25 each) leave, so several fit a small machine
+    flow_cpu = 1.0 if use_gpu else min(1.0, (cpus - 0.5) / flow_actors)
     clips_per_flow_batch = max(1, int(cfg.flow.batch_size) // max(1, int(cfg.clip.num_frames) - 1))
     flow_args: dict[str, Any] = {"num_cpus": flow_cpu, "max_restarts": 3, "max_task_retries": 3}
     if use_gpu:
