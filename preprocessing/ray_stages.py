@@ -78,7 +78,7 @@ class DecodeStage:
         self.input = cfg["input"]
         clip = cfg["clip"]
         self.decode = DecodeStep(clip["num_frames"], clip["stride"], clip["size"], timeout_s=cfg["decode"]["timeout_s"],
-                                 flow_size=flow_input_size(clip, cfg["flow"]), windows=scene_windows(clip))
+                                 flow_size=flow_input_size(cfg["flow"]), windows=scene_windows(clip))
         self.split = WindowSplitStep()
         self.filter = SourceFilterStep(cfg["filter"]["min_source_frames"], cfg["filter"]["min_resolution"])
 
