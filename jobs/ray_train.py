@@ -42,7 +42,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     trainer = pl.Trainer(**trainer_kwargs, accelerator="auto", devices="auto", strategy=RayDDPStrategy(),
                          plugins=[RayLightningEnvironment()], callbacks=callbacks, logger=loggers or False)
     trainer = prepare_trainer(trainer)
-    trainer.fit(lit, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg.paths.run_dir, cfg.ckpt_path))
+    ckpt_path = resume_checkpoint(cfg.paths.run_dir, cfg.ckpt_path)
+    if ckpt_path:
+        print(f"fyc-train (Ray worker {trainer.global_rank}): resuming from {ckpt_path}", flush=True)
+    trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path)
+    # as fyc-train does: the final weights even when max_steps ends between two periodic saves
+    # (collective: every worker calls it, rank 0 writes)
+    trainer.save_checkpoint(f"{cfg.paths.checkpoint_dir}/last.ckpt")
+    print(f"fyc-train (Ray worker {trainer.global_rank}): finished at step {trainer.global_step}", flush=True)
 
 
 def main() -> None:
@@ -50,6 +57,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--address", default=None, help="Ray address (default: auto / local)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     parser.add_argument("overrides", nargs="*", help="fyc-train Hydra overrides (after --)")
     args = parser.parse_args()
 
@@ -57,7 +65,8 @@ def main() -> None:
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray.init(address=args.address)
+    ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None,
+             include_dashboard=False)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"overrides": list(args.overrides)},

@@ -6,6 +6,8 @@
 # directory and auto-resume from its last.ckpt:
 #
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 RUN_NAME=stage1-a jobs/torchrun.sh experiment=stage1_256 data.shards=...
+# TRAINER picks the trainer config (default ddp: GPUs, NCCL; ddp_cpu: CPU processes over gloo).
+#   NPROC_PER_NODE=2 TRAINER=ddp_cpu RUN_NAME=cpu-a jobs/torchrun.sh experiment=tiny data.shards=...
 set -euo pipefail
 NPROC="${NPROC_PER_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}"
 NPROC="${NPROC:-1}"
@@ -14,5 +16,5 @@ exec torchrun \
   --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="${NPROC}" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
   -m fyc_train.cli.train \
-  trainer=ddp trainer.num_nodes="${NNODES:-1}" trainer.devices="${NPROC}" run_name="${RUN_NAME}" \
+  trainer="${TRAINER:-ddp}" trainer.num_nodes="${NNODES:-1}" trainer.devices="${NPROC}" run_name="${RUN_NAME}" \
   "$@"
