@@ -7,7 +7,7 @@ speed * stride * flow.size / source size. Prints per setting: empty masks (magni
 labels read within 25% of the truth, the median label/true ratio, and the label warnings.
 
     python bench/label_accuracy.py --weights RAFT_SMALL.pth --out out/label_bench \
-        --settings clip@128 clip@256 source@128 source@256
+        --settings clip@128 clip@256 source@128 source@256 --override ray.num_cpus=2
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--settings", nargs="+", default=["clip@128", "clip@256", "source@128", "source@256"],
                    help="FRAMES@FLOW_SIZE (fyc-preprocess flow.frames, flow.size)")
-    p.add_argument("extra", nargs="*", help="more fyc-preprocess overrides, e.g. ray.num_cpus=2")
+    p.add_argument("--override", action="append", default=[],
+                   help="another fyc-preprocess override, e.g. --override ray.num_cpus=2 (repeatable)")
     args = p.parse_args(argv)
     manifest = make_corpus(args.out / "corpus", args.num_videos, args.source_size, args.seed)
     print(f"{args.num_videos} held-out clips at {args.source_size} px -> {args.clip_size} px clips, "
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         frames, size = setting.split("@")
         out = args.out / f"run_{frames}_{size}"
         wall = run_setting(manifest, out, args.weights, frames, int(size), args.clip_size, args.stride,
-                           args.updates, args.extra)
+                           args.updates, args.override)
         r = summarize(out, args.source_size, args.stride, int(size))
         print(f"{frames:11s}  {int(size):9d}  {wall:6.1f}  {r['clips']:2d}  {r['empty']:11d}  "
               f"{r['within_25pct']:10d}  {r['median_ratio']:17.2f}  {r['warned']:13d}", flush=True)
