@@ -69,7 +69,7 @@ def env(tmp: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
 
 
-def fyc_train(args: list[str], tmp: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def fyc_train(args: list[str], tmp: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([FYC_TRAIN, *args], cwd=REPO, env=env(tmp), capture_output=True, text=True, timeout=timeout)
 
 
