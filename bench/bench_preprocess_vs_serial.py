@@ -6,8 +6,9 @@ and one set of settings, three commands run as separate processes, alternating, 
   serial  a plain script: PyAV decodes every frame, RAFT pair by pair, motion, encode, one tar;
   floor   RAFT alone on the job's own pairs (decoded beforehand, untimed), grouped as the job
           groups them (one flow call per `flow.batch_size // (clip.num_frames - 1)` clips, forwards
-          of at most `flow.batch_size` pairs): the time no pipeline can beat on this machine;
-  job     the real `fyc-preprocess` (local Ray Data job), timed as a user sees it (whole process).
+          of at most `flow.batch_size` pairs, the floor's torch threads): the bound for one flow actor;
+  job     the real `fyc-preprocess` with its default plan (in-process up to ray.in_process_max_rows
+          rows, else a local Ray Data job), timed as a user sees it (whole process).
 
 Prints the median of each, and the ratios from that one run: speed-up of the job over the serial
 script (goal >= 1.2x) and floor / job (goal >= 0.85), plus the job's own per-step seconds.
