@@ -4,9 +4,11 @@ and jobs/ray_train.py (Ray Train TorchTrainer on a local Ray with 2 CPU workers)
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -65,10 +67,15 @@ def test_torchrun_two_processes_train_checkpoint_and_resume(tmp_path, shards):
 
 @pytest.mark.slow
 def test_ray_train_two_cpu_workers_train_checkpoint_and_resume(tmp_path, shards):
-    env = {**base_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(tmp_path / "ray")}
+    # a short RAY_TMPDIR: Ray's AF_UNIX socket paths under it must stay within 107 bytes
+    ray_tmp = tempfile.mkdtemp(prefix="fyc-ray-", dir="/tmp")
+    env = {**base_env(tmp_path), "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}
     command = [str(BIN / "python"), str(REPO / "jobs" / "ray_train.py"), "--workers", "2", "--num-cpus", "2", "--",
                *TINY, shards, "run_name=ray"]
-    first, second = run_twice(command, env, tmp_path / "out" / "ray")
+    try:
+        first, second = run_twice(command, env, tmp_path / "out" / "ray")
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     for out, steps in ((first, 2), (second, 4)):
         for rank in (0, 1):
             assert f"Ray worker {rank}): finished at step {steps}" in out, out[-3000:]

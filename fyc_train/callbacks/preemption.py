@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -68,6 +69,12 @@ class PreemptionCallback(pl.Callback):
 
     def _install(self) -> None:
         self._active = True
+        if threading.current_thread() is not threading.main_thread():
+            # Python handles signals in the main thread only; Ray Train runs the training function in
+            # a worker thread: there the signal belongs to Ray (FailureConfig restarts resume from last.ckpt)
+            log.warning("preemption: training runs outside the main thread (e.g. a Ray Train worker): "
+                        "no signal handlers installed")
+            return
         for sig in self.signals:
             current = signal.getsignal(sig)
             if current != self._handle:
