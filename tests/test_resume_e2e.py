@@ -42,21 +42,27 @@ class KeyLog(pl.Callback):
     def __init__(self, path: str, pace_s: float = 0.0) -> None:
         self.path, self.pace_s = path, pace_s
 
+    def _write(self, line: dict) -> None:
+        with open(self.path, "a") as sink:
+            sink.write(json.dumps(line) + "\n")
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # keys before the step: the step a preemption ends still shows what it read
+        self._write({"step": trainer.global_step + 1, "rank": trainer.global_rank, "keys": list(batch["key"])})
         time.sleep(self.pace_s)  # lets a signal land between steps in the fault tests
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         checksum = float(sum(p.detach().double().sum() for p in pl_module.trainable_parameters()))
-        line = {"step": trainer.global_step, "rank": trainer.global_rank, "keys": list(batch["key"]),
-                "weights": checksum}
-        with open(self.path, "a") as sink:
-            sink.write(json.dumps(line) + "\n")
+        self._write({"step": trainer.global_step, "rank": trainer.global_rank, "weights": checksum})
 
 
 def read_keys(run: Path) -> dict[tuple[int, int], dict]:
-    """(step, rank) -> its line; a step logged twice (re-run) keeps the last."""
-    lines = [json.loads(s) for s in (run / "keys.jsonl").read_text().splitlines()]
-    return {(x["step"], x["rank"]): x for x in lines}
+    """(step, rank) -> {keys, weights}; a step logged twice (re-run) keeps the last."""
+    merged: dict[tuple[int, int], dict] = {}
+    for line in (run / "keys.jsonl").read_text().splitlines():
+        x = json.loads(line)
+        merged.setdefault((x["step"], x["rank"]), {}).update(x)
+    return merged
 
 
 def make(overrides: list[str]):
@@ -135,7 +141,8 @@ def steps_logged(run: Path, rank: int = 0) -> int:
     path = run / "keys.jsonl"
     if not path.exists():
         return 0
-    return sum(1 for s in path.read_text().splitlines() if s.endswith("}") and json.loads(s)["rank"] == rank)
+    return sum(1 for s in path.read_text().splitlines()
+               if s.endswith("}") and '"weights"' in s and json.loads(s)["rank"] == rank)
 
 
 @pytest.mark.slow
