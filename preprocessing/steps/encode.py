@@ -47,6 +47,10 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "med
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf), "preset": preset}
+            # x264's bitstream depends on its thread count, which it takes from the CPUs it may
+            # run on: one thread makes the same frames give the same bytes on every machine,
+            # node and CPU affinity (clips are small; encoding overlaps RAFT anyway).
+            stream.codec_context.thread_count = 1
             for frame in frames:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
