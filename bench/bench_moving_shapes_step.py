@@ -27,7 +27,7 @@ def build(overrides: list[str], device: str):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(REPO / "conf" / "train"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=moving_shapes_gpu", "data.shards=unused", *overrides])
     model = instantiate(cfg.model)
     lit = instantiate(cfg.module, model=model).to(device)

@@ -115,10 +115,11 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from fyc_conf import config_dir
     from preprocessing.config import register_schema, validate
 
     register_schema()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir("preprocess"), version_base="1.3"):
         cfg = hydra_compose(config_name="preprocess", overrides=[*overrides, "output.dir=unused"])
     validate(cfg)
     return cfg

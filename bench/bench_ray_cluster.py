@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="fyc_bench_ray_") as tmp:
         root = Path(tmp)
         manifest = make_corpus(root, args.clips_dir, args.num_videos)
-        one = LocalRayCluster(Path(f"/tmp/fyc_bench_ray1_{os.getpid()}"), num_workers=0, cpus_per_node=2,
+        one = LocalRayCluster(Path(tempfile.gettempdir()) / f"fyc_bench_ray1_{os.getpid()}", num_workers=0, cpus_per_node=2,
                               port=args.port, dashboard_port=args.port + 1100)
-        two = LocalRayCluster(Path(f"/tmp/fyc_bench_ray2_{os.getpid()}"), num_workers=1, cpus_per_node=1,
+        two = LocalRayCluster(Path(tempfile.gettempdir()) / f"fyc_bench_ray2_{os.getpid()}", num_workers=1, cpus_per_node=1,
                               port=args.port + 100, dashboard_port=args.port + 1101)
         times: dict[str, list[dict[str, float]]] = {"one_node": [], "two_nodes": []}
         try:

@@ -1,6 +1,6 @@
 """Seconds per sampled video.
 
-CPU: the tiny embedded-default model (conf/model/tiny.yaml: 64x64, 8 frames, random init),
+CPU: the tiny embedded-default model (conf/train/model/tiny.yaml: 64x64, 8 frames, random init),
 25 DDIM steps with CFG. GPU (CUDA only): a random-init SD1.5-shaped FYC model (SD1.5 U-Net +
 AnimateDiff motion modules + MA, SD-shaped VAE, CLIP-L-shaped text encoder), 16 frames at
 512x512, 25 steps with CFG, fp16. Weights are random: speed does not depend on them.

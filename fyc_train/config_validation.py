@@ -7,7 +7,7 @@ enum values, and facts about the data. Checks, each error naming the key:
   is the schema, so it never drifts from the code), values must match Literal/number/bool
   annotations (allowed values listed);
 - nodes without a `_target_` (paths, export): keys must be the ones the conf/ files declare
-  (every option of the group, e.g. conf/paths/*.yaml, or the node in conf/train.yaml), so a
+  (every option of the group, e.g. conf/train/paths/*.yaml, or the node in conf/train/train.yaml), so a
   `+paths.chekpoint_dir=...` typo is named instead of silently ignored; `callbacks` / `logger`
   entries must be components (`_target_`) or null;
 - top-level keys, probabilities in [0, 1], positive sizes, W&B mode;
@@ -29,6 +29,7 @@ from typing import Any
 
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
+from fyc_conf import APPS, config_dir
 
 TOP_LEVEL_KEYS = {
     "paths", "model", "data", "trainer", "logger", "callbacks", "module", "task_name", "run_name",
@@ -37,7 +38,7 @@ TOP_LEVEL_KEYS = {
 }
 HYDRA_KEYS = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 WANDB_MODES = ("online", "offline", "disabled", "shared")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(config_dir("train"))
 COMPONENT_CONTAINERS = ("callbacks", "logger")  # name -> component; any name, null disables one
 
 
@@ -135,7 +136,7 @@ def check_targets(node: Any, path: str, errors: list[str]) -> None:
 @cache
 def declared_keys(node: str) -> frozenset[str]:
     """Keys the conf/ files declare for a top-level node without `_target_`: the union over the
-    options of its group (conf/<node>/*.yaml), else the node in conf/train.yaml. Read from the
+    options of its group (conf/<node>/*.yaml), else the node in conf/train/train.yaml. Read from the
     YAML itself so the schema never drifts from the defaults."""
     from omegaconf import OmegaConf
 
@@ -277,7 +278,8 @@ def mandatory_key_errors(cfg: DictConfig, config_name: str = "train") -> list[st
     errors = [f"{key}: mandatory (`???`) but not set; pass {key}=..." for key in OmegaConf.missing_keys(ours)]
     if hydra_node is not None:
         name = OmegaConf.select(hydra_node, "job.config_name", default=None) or config_name
-        errors += unfilled_mandatory_keys(ours, CONF_DIR, name, dict(hydra_node.runtime.choices),
+        app_dir = Path(config_dir(name)) if name in APPS else CONF_DIR
+        errors += unfilled_mandatory_keys(ours, app_dir, name, dict(hydra_node.runtime.choices),
                                           list(hydra_node.overrides.task))
     return errors
 

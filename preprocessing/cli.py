@@ -1,4 +1,4 @@
-"""`fyc-preprocess`: Hydra entry point (config conf/preprocess.yaml, `key=value` overrides)."""
+"""`fyc-preprocess`: Hydra entry point (config conf/preprocess/preprocess.yaml, `key=value` overrides)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import hydra
 from omegaconf import DictConfig
 
 from preprocessing.config import ConfigError, register_schema, validate
+from fyc_conf import config_dir
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = config_dir("preprocess")
 log = logging.getLogger("fyc.preprocess")
 
 register_schema()

@@ -1,7 +1,7 @@
 """Structured config of `fyc-preprocess`: the schema (dataclasses) and semantic validation.
 
 The dataclasses are registered in Hydra's ConfigStore as `preprocess_schema` and used as the
-first default of `conf/preprocess.yaml`, so a typo'd key (`input.manifset=...`) fails inside
+first default of `conf/preprocess/preprocess.yaml`, so a typo'd key (`input.manifset=...`) fails inside
 Hydra with a message naming the key, before any work starts. `validate()` then checks the
 values (sizes, paths, choices) and names the key plus the allowed values in each error.
 """
@@ -139,7 +139,7 @@ class PreprocessConfig:
 
 
 def register_schema() -> None:
-    """Register the schema so `defaults: [preprocess_schema]` in conf/preprocess.yaml finds it."""
+    """Register the schema so `defaults: [preprocess_schema]` in conf/preprocess/preprocess.yaml finds it."""
     ConfigStore.instance().store(name="preprocess_schema", node=PreprocessConfig)
 
 

@@ -1,7 +1,7 @@
 """Every mandatory key (`???`) fails before any heavy work, naming the key, in every app.
 
 OmegaConf's merge never lets `???` replace a value, so `module.init_from: ???` in a stage-2
-experiment composed to conf/train.yaml's null and stage 2 trained from the raw base model; the
+experiment composed to conf/train/train.yaml's null and stage 2 trained from the raw base model; the
 experiments are checked here one by one, in process (compose + validate, no data, no model), and
 each app once through its real command."""
 
@@ -20,7 +20,7 @@ from fyc_train.config_validation import ConfigError, validate_config
 from fyc_train.utils.mandatory_keys import declared_mandatory
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "train" / "experiment").glob("*.yaml"))
 STAGE_TWO = {"stage2_256", "stage2_512", "moving_shapes_blend"}  # fine-tune a stage-1 checkpoint
 
 

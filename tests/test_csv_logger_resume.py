@@ -1,4 +1,4 @@
-"""A run resumed into its own run directory keeps its CSV loss history (conf/logger/csv.yaml).
+"""A run resumed into its own run directory keeps its CSV loss history (conf/train/logger/csv.yaml).
 
 Lightning's CSVLogger deletes metrics.csv when the folder exists; ResumableCSVLogger appends, and
 replaces the rows a killed run logged after its last checkpoint."""
@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from fyc_train.loggers import ResumableCSVLogger
 
-REPO_CONF = Path(__file__).resolve().parents[1] / "conf" / "logger" / "csv.yaml"
+REPO_CONF = Path(__file__).resolve().parents[1] / "conf" / "train" / "logger" / "csv.yaml"
 
 
 def log_steps(logger, steps, **metrics) -> None:

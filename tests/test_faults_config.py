@@ -15,14 +15,14 @@ from fault_table import record_fault
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
+from fyc_conf import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = str(REPO / "conf")
 _RESULTS: dict[str, list[str]] = {"fyc-preprocess": [], "fyc-train": [], "fyc-sample": []}
 
 
 def _compose(config: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir(config), version_base="1.3"):
         return compose(config, overrides=overrides)
 
 

@@ -111,7 +111,7 @@ def test_batching_across_samples_matches_one_by_one(flow_step, bikes):
         np.testing.assert_allclose(out["flow"], alone["flow"], atol=1e-3)
         assert out["flow_info"] == {"model": "raft_small", "weights": flow_step.weights,
                                     "weights_id": flow_step.model.weights_id, "num_updates": 6,
-                                    "height": 128, "width": 128}
+                                    "height": 128, "width": 128, "input": "clip"}
         assert out["timings"]["flow"] > 0
 
 

@@ -70,7 +70,7 @@ def test_trains_side_by_side_then_writes_curves_evaluations_and_ablations(shards
 
 @pytest.mark.timeout(600)
 def test_step_benchmark_reports_every_variant_and_the_profile(shards, capsys):
-    """bench/bench_moving_shapes_step.py (the numbers behind conf/experiment/moving_shapes_gpu.yaml)."""
+    """bench/bench_moving_shapes_step.py (the numbers behind conf/train/experiment/moving_shapes_gpu.yaml)."""
     sys.path.insert(0, str(REPO / "bench"))
     import bench_moving_shapes_step
 

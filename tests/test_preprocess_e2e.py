@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fyc_conf import config_dir
 from fault_table import record_fault
 from preprocess_harness import (
     DECODE_TIMEOUT_S,
@@ -139,7 +140,7 @@ def test_rerun_of_a_finished_job_changes_nothing(ref, raft_small_path, caplog):
 
     before = tar_bytes(ref.out)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (ref.out / "parts").glob("*.parquet")}
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir("preprocess"), version_base="1.3"):
         cfg = compose("preprocess", overrides=args(ref.corpus, ref.out, raft_small_path))
     validate(cfg)
     caplog.set_level("INFO", logger="fyc.preprocess")

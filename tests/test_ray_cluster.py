@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def cluster(tmp_path_factory, raft_small_path):
     cached.symlink_to(raft_small_path)
     (root / "cache_worker").mkdir()
     # a short temp dir: Ray's unix socket paths must stay under 108 bytes
-    temp_dir = Path(f"/tmp/fyc_ray_test_{os.getpid()}")
+    temp_dir = Path(tempfile.gettempdir()) / f"fyc_ray_test_{os.getpid()}"  # short: Ray socket paths
     c = LocalRayCluster(temp_dir, num_workers=1, cpus_per_node=1, port=PORT, dashboard_port=DASHBOARD_PORT,
                         node_env=[{"TORCH_HOME": str(root / "cache_head")},
                                   {"TORCH_HOME": str(root / "cache_worker")}])

@@ -56,23 +56,23 @@ def test_sd15_stage1_stage2_sample_and_moved_model_folders(tmp_path):
 
     # ---- stage 1: the shipped SD1.5 settings (gradient checkpointing, bf16 frozen modules)
     s1 = command("fyc-train", ["experiment=stage1_256", *SHRINK, data, *folders(tmp_path / "models_a"),
-                               "run_name=s1"], tmp_path)
+                               "run_name=stage1"], tmp_path)
     assert s1.returncode == 0, s1.log[-5000:]
     assert "gradient checkpointing on, frozen VAE and text encoder in bfloat16" in s1.log
-    ckpt1 = torch.load(tmp_path / "runs/s1/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ckpt1 = torch.load(tmp_path / "runs/stage1/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt1["global_step"] == 2
     keys = list(ckpt1["state_dict"])  # save_frozen_weights: false -> the motion modules, conv_in, embeddings
     assert any(".motion_modules." in k for k in keys) and not any(".vae." in k or "text_encoder" in k for k in keys)
-    assert ckpt1["fyc"]["sampling"]["steps"] == 25  # conf/train.yaml's block, stored
-    assert list((tmp_path / "runs/s1/samples").glob("step-*/*.mp4")), "no sample video from the SD1.5 model"
+    assert ckpt1["fyc"]["sampling"]["steps"] == 25  # conf/train/train.yaml's block, stored
+    assert list((tmp_path / "runs/stage1/samples").glob("step-*/*.mp4")), "no sample video from the SD1.5 model"
 
     # ---- the folders move; stage 2 re-points them with model.*_path= and starts from stage 1
     shutil.move(tmp_path / "models_a", tmp_path / "models_b")
     s2 = command("fyc-train", ["experiment=stage2_256", *SHRINK, data, *folders(tmp_path / "models_b"),
-                               f"module.init_from={tmp_path / 'runs/s1/checkpoints/last.ckpt'}", "run_name=s2",
+                               f"module.init_from={tmp_path / 'runs/stage1/checkpoints/last.ckpt'}", "run_name=stage2",
                                *(f"sampling.{k}={str(v).lower()}" for k, v in STAGE2_SAMPLING.items())], tmp_path)
     assert s2.returncode == 0, s2.log[-5000:]
-    ckpt2_path, export = tmp_path / "runs/s2/checkpoints/last.ckpt", tmp_path / "runs/s2/export"
+    ckpt2_path, export = tmp_path / "runs/stage2/checkpoints/last.ckpt", tmp_path / "runs/stage2/export"
     ckpt2 = torch.load(ckpt2_path, map_location="cpu", weights_only=True)
     stage1_weight = "model.unet.unet.down_blocks.0.motion_modules.0.proj_in.weight"
     assert not torch.equal(ckpt2["state_dict"][stage1_weight], ckpt1["state_dict"][stage1_weight])  # trained on

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from fnmatch import fnmatch
 from pathlib import Path
 
 from fault_table import RECORDS, render
 
-COMMAND = ("FYC_FAULT_TABLE=docs/faults.md .venv/bin/python -m pytest tests/test_preprocess_e2e.py "
-           "tests/test_faults_preprocess.py tests/test_faults_config.py tests/test_security.py "
-           "tests/test_train_e2e.py tests/test_datamodule.py tests/test_zz_fault_table.py")
+# the whole suite: fault tests live in many modules, and this one runs last
+COMMAND = "FYC_FAULT_TABLE=docs/faults.md .venv/bin/python -m pytest"
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +51,9 @@ def passed_fault_tests(config) -> set[str]:
 def test_fault_table_renders_every_recorded_fault(tmp_path, request):
     """Every fault test that passed recorded its row, and a table is never rendered empty."""
     expected = passed_fault_tests(request.config)
-    named = {name for record in RECORDS for name in re.findall(r"test_[A-Za-z0-9_]+", record.test.split("::")[-1])}
-    missing = sorted(name for name in expected if name not in named)
+    # a record names its test, or a family of tests (`test_train_*`) that share one row
+    named = [name for record in RECORDS for name in re.findall(r"test_[A-Za-z0-9_*]+", record.test.split("::")[-1])]
+    missing = sorted(name for name in expected if not any(fnmatch(name, pattern) for pattern in named))
     assert not missing, f"fault tests passed without recording their fault: {missing}"
     if os.environ.get("FYC_FAULT_TABLE"):
         assert RECORDS, "FYC_FAULT_TABLE is set but no fault was recorded: run the fault tests in the same run"

@@ -1,4 +1,4 @@
-"""fyc-eval-shapes: MovingShapes evaluation of a checkpoint (Hydra app, conf/eval_shapes.yaml).
+"""fyc-eval-shapes: MovingShapes evaluation of a checkpoint (Hydra app, conf/eval_shapes/eval_shapes.yaml).
 
     fyc-eval-shapes checkpoint=outputs/moving_shapes/checkpoints/last.ckpt out=outputs/eval
     fyc-eval-shapes checkpoint=... ablate=ma_zero out=outputs/eval_ma_zero
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from fyc_conf import config_dir
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = config_dir("eval_shapes")
 log = logging.getLogger("fyc_train.eval_shapes")
 
 
@@ -48,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
     modes = cfg.impose_first_frame
     if modes is None:
         modes = [settings.impose_first_frame]
-    else:  # the evaluated modes, given by the command (conf/eval_shapes.yaml: both)
+    else:  # the evaluated modes, given by the command (conf/eval_shapes/eval_shapes.yaml: both)
         modes = [bool(m) for m in (modes if OmegaConf.is_list(modes) else [modes])]
         log.info("impose_first_frame: evaluating the modes %s (this command's impose_first_frame)", modes)
     report = evaluate_model(

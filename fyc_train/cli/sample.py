@@ -29,9 +29,10 @@ from fyc_train.sampling.pipeline import FYCPipeline
 from fyc_train.sampling.settings import SamplerSettings, check_sampler_values, describe, resolve_sampler_settings
 from fyc_train.sampling.speed import SPEED_QUANTILES, resolve_magnitude
 from fyc_train.sampling.video_io import check_output_path, write_video
+from fyc_conf import config_dir
 
 log = logging.getLogger("fyc-sample")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # absolute: works from any cwd
+CONFIG_DIR = config_dir("sample")  # absolute: works from any cwd
 
 
 @dataclass

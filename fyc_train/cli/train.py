@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from fyc_train.config_validation import ConfigError, validate_config
 from fyc_train.utils.run_dir import register_resolvers, resume_checkpoint
+from fyc_conf import config_dir
 
 log = logging.getLogger("fyc_train.train")
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = config_dir("train")
 
 register_resolvers()  # before Hydra composes (logger id uses ${fyc_run_id:...})
 

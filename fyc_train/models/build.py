@@ -1,4 +1,4 @@
-"""Builders (Hydra ``_target_``s in conf/model/): tiny random-init model, SD1.5 + AnimateDiff.
+"""Builders (Hydra ``_target_``s in conf/train/model/): tiny random-init model, SD1.5 + AnimateDiff.
 
 - :func:`build_tiny`: random weights from a seed, pixel-unshuffle autoencoder, byte-level
   tiny text encoder: no files, runs on CPU (embedded default, tests).

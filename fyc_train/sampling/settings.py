@@ -2,14 +2,14 @@
 
 A recipe is evaluated with particular sampler settings (MovingShapes: 1 DDIM step, CFG 1.25,
 the motion prompt in the MA layers only, the model's own frame 0); a checkpoint sampled with
-other ones looks worse than it is. So every experiment has a `sampling:` block (conf/train.yaml
+other ones looks worse than it is. So every experiment has a `sampling:` block (conf/train/train.yaml
 holds the defaults), fyc-train stores it in the checkpoint (`fyc.sampling`) and in an export's
 `fyc_sampling.json` (`sampling`), and fyc-sample / fyc-eval-shapes use it. Precedence, per key:
 
     command line (a non-null value)  >  the checkpoint's `sampling`  >  the command's fallback
 
 The fallback is for checkpoints written before the block existed: :class:`SamplerSettings`'s
-defaults (= conf/train.yaml's `sampling:`) for fyc-sample, conf/eval_shapes.yaml's
+defaults (= conf/train/train.yaml's `sampling:`) for fyc-sample, conf/eval_shapes/eval_shapes.yaml's
 `sampling_fallback` for fyc-eval-shapes.
 """
 from __future__ import annotations

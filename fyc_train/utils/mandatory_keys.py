@@ -1,6 +1,6 @@
 """Mandatory keys (`???`) that composition silently filled.
 
-OmegaConf's merge never lets `???` replace a value: when conf/train.yaml says
+OmegaConf's merge never lets `???` replace a value: when conf/train/train.yaml says
 `module.init_from: null` and an experiment merged after it says `init_from: ???`, the composed
 config holds null and nothing reports the key as missing, so stage 2 would train from the raw
 base model. Hydra keeps no record of which file declared what, so this module replays the
@@ -93,7 +93,7 @@ def declared_mandatory(conf_dir: str | Path, config_name: str, choices: Mapping[
 def unfilled_mandatory_keys(cfg: Any, conf_dir: str | Path, config_name: str, choices: Mapping[str, Any],
                             overrides: Iterable[str]) -> list[str]:
     """Messages for mandatory keys no command-line override filled (the composed value, e.g.
-    null from conf/train.yaml, came from a file merged before the `???`)."""
+    null from conf/train/train.yaml, came from a file merged before the `???`)."""
     overridden = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
     errors = []
     for key, path in sorted(declared_mandatory(conf_dir, config_name, choices).items()):

@@ -1,4 +1,4 @@
-"""`fyc-curate`: Hydra entry point (conf/curate.yaml), and `fyc-curate inspect DIR` (argparse).
+"""`fyc-curate`: Hydra entry point (conf/curate/curate.yaml), and `fyc-curate inspect DIR` (argparse).
 
 `inspect` is a subcommand rather than a Hydra mode: it reads one folder and takes no config,
 and Hydra would otherwise create its run folder and log files for a read-only look.
@@ -15,8 +15,9 @@ from omegaconf import DictConfig
 
 from preprocessing.config import ConfigError
 from preprocessing.curation.config import register_schema, validate
+from fyc_conf import config_dir
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = config_dir("curate")
 log = logging.getLogger("fyc.curate")
 
 register_schema()
