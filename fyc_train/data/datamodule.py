@@ -81,8 +81,9 @@ class SkipCounter:
         return True
 
 
-def first_clip_meta(urls: Sequence[str]) -> dict[str, Any] | None:
-    """json of the first sample of the first local shard (clip size check before training)."""
+def first_sample_json(urls: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """(shard, json) of the first sample of the first readable local shard; None when no local
+    shard could be read (remote shards are not downloaded for the checks before training)."""
     for url in urls:
         if is_remote(url):
             continue
@@ -90,10 +91,16 @@ def first_clip_meta(urls: Sequence[str]) -> dict[str, Any] | None:
             with tarfile.open(url) as tar:
                 for member in tar:
                     if member.name.endswith(".json"):
-                        return json.load(io.TextIOWrapper(tar.extractfile(member), "utf-8"))
+                        return url, json.load(io.TextIOWrapper(tar.extractfile(member), "utf-8"))
         except (tarfile.TarError, OSError, ValueError):
             continue
     return None
+
+
+def first_clip_meta(urls: Sequence[str]) -> dict[str, Any] | None:
+    """json of the first sample of the first local shard (clip size check before training)."""
+    found = first_sample_json(urls)
+    return found[1] if found else None
 
 
 def magnitude_quantiles(urls: Sequence[str], max_samples: int = 10000,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import tarfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,20 +83,10 @@ def encode_npy(latents: np.ndarray) -> bytes:
 def first_latents_record(urls: Sequence[str]) -> tuple[str, dict[str, Any] | None] | None:
     """(shard, json `latents` record or None) of the first sample of the first readable local shard;
     None when no local shard could be read (remote shards are not downloaded for this check)."""
-    from fyc_train.data.shards import is_remote
+    from fyc_train.data.datamodule import first_sample_json
 
-    for url in urls:
-        if is_remote(url):
-            continue
-        try:
-            with tarfile.open(url) as tar:
-                for member in tar:
-                    if member.name.endswith(".json"):
-                        meta = json.load(io.TextIOWrapper(tar.extractfile(member), "utf-8"))
-                        return url, meta.get("latents")
-        except (tarfile.TarError, OSError, ValueError):
-            continue
-    return None
+    found = first_sample_json(urls)
+    return (found[0], found[1].get("latents")) if found else None
 
 
 def check_latent_shards(urls: Sequence[str], autoencoder: torch.nn.Module,

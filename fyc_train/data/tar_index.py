@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fyc_train.data.shards import is_remote
-from fyc_train.data.tar_stream import ShardError
+from fyc_train.data.tar_stream import ShardError, unsafe_member_sample
 
 
 @dataclass
@@ -71,8 +70,7 @@ def index_shard(url: str, handler: Callable[[Exception], bool]) -> ShardIndex:
                 for info in tar:
                     if not info.isreg() or info.name.startswith("__"):
                         continue
-                    if "/" in info.name or "\\" in info.name or info.name.startswith("."):
-                        sample = re.split(r"[/\\]", info.name)[-1].split(".")[0]
+                    if (sample := unsafe_member_sample(info.name)) is not None:
                         if sample not in refused:
                             refused.add(sample)
                             handler(ShardError(f"shard {url}: member name {info.name!r} is not a plain file name "

@@ -39,6 +39,14 @@ class _TailTracker:
         return len(self.tail) == 1024 and not any(self.tail)
 
 
+def unsafe_member_sample(name: str) -> str | None:
+    """The sample a member belongs to when its name is not a plain file name (path separators or
+    a leading dot: such a member is skipped, never written anywhere); None for a safe name."""
+    if "/" in name or "\\" in name or name.startswith("."):
+        return re.split(r"[/\\]", name)[-1].split(".")[0]
+    return None
+
+
 def _members(source: dict[str, Any], handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
     url = source.get("url", "?")
     raw = _TailTracker(source["stream"])
@@ -48,11 +56,10 @@ def _members(source: dict[str, Any], handler: Callable[[Exception], bool]) -> It
         for info in stream:
             if not info.isreg() or info.name.startswith("__"):
                 continue
-            if "/" in info.name or "\\" in info.name or info.name.startswith("."):
+            if (sample := unsafe_member_sample(info.name)) is not None:
                 # Skip just this member (stream mode moves past its data on the next header):
                 # the good samples after it in the shard are still read. Reported once per
                 # sample (its members share the part before the first dot of the base name).
-                sample = re.split(r"[/\\]", info.name)[-1].split(".")[0]
                 if sample not in refused:
                     refused.add(sample)
                     if not handler(ShardError(f"shard {url}: member name {info.name!r} is not a plain file "
